@@ -1,0 +1,27 @@
+"""entropix: the optimizers of "Deep Relaxation" as pure optax transforms.
+
+Local entropy (Entropy-SGD), the non-viscous Hamilton-Jacobi proximal step
+(HJ) and heat-equation smoothing (HEAT), each an optax
+``GradientTransformationExtraArgs`` whose inner loop runs in ``lax.scan``.
+``entropix.pde`` holds 1-D reference solutions of the PDEs.
+"""
+
+from entropix import pde
+from entropix._alias import entropy_sgd, heat, hj
+from entropix._local_entropy import LocalEntropyState, local_entropy
+from entropix._schedules import scoping
+from entropix._smoothing import GaussianSmoothingState, gaussian_smoothing
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GaussianSmoothingState",
+    "LocalEntropyState",
+    "entropy_sgd",
+    "gaussian_smoothing",
+    "heat",
+    "hj",
+    "local_entropy",
+    "pde",
+    "scoping",
+]

@@ -1,0 +1,203 @@
+"""Ready optimizers of the paper's Table 1: an entropix transform + Nesterov SGD."""
+
+import jax
+import optax
+
+from entropix import _base
+from entropix import _noise
+from entropix._local_entropy import local_entropy
+from entropix._smoothing import gaussian_smoothing
+
+
+def _outer_sgd(
+    learning_rate: optax.ScalarOrSchedule, momentum: float
+) -> optax.GradientTransformation:
+  _base.check("learning_rate", learning_rate, lambda v: v > 0, "> 0")
+  _base.check("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
+  return optax.sgd(learning_rate, momentum=momentum, nesterov=True)
+
+
+def entropy_sgd(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    gamma: optax.ScalarOrSchedule,
+    inner_steps: int = 20,
+    inner_lr: float = 0.1,
+    noise: float = 1e-4,
+    alpha: float = 0.75,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    inner_momentum: float = 0.0,
+    key: int | jax.Array = 0,
+    axis_name: str | None = None,
+    sampler: _noise.Sampler = "binomial",
+) -> optax.GradientTransformationExtraArgs:
+  r"""Entropy-SGD: descent on the local entropy (paper Sec. 7.1).
+
+  ``optax.chain(local_entropy(gamma, ...), optax.sgd(learning_rate, momentum,
+  nesterov=True))``: the inner Langevin chain estimates
+  :math:`x - \langle y \rangle = \nabla f_\gamma(x) / \gamma` and Nesterov SGD
+  steps along it. ``weight_decay`` acts inside the inner loop, where the
+  authors' code puts it. See :func:`entropix.local_entropy` for the gradient
+  protocol (``update(..., grad_fn=grad_fn)``) and the other arguments.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, entropix
+    >>> batches = jnp.linspace(-1.0, 1.0, 40).reshape(20, 2)
+    >>> loss = lambda p, b: jnp.mean((p - b) ** 2)
+    >>> grad_fn = lambda p, i: jax.grad(loss)(p, batches[i])
+    >>> opt = entropix.entropy_sgd(1.0, gamma=entropix.scoping(0.03, 1e-3))
+    >>> params = jnp.ones(2)
+    >>> state = opt.init(params)
+    >>> for _ in range(3):
+    ...   updates, state = opt.update(grad_fn(params, 0), state, params,
+    ...                               grad_fn=grad_fn)
+    ...   params = optax.apply_updates(params, updates)
+
+  Args:
+    learning_rate: outer learning rate (a float or schedule); it absorbs gamma.
+    gamma: coupling strength, a float or schedule (:func:`entropix.scoping`).
+    inner_steps: gradient evaluations per update (the paper's L = 20).
+    inner_lr: inner step size.
+    noise: Langevin noise scale (temperature noise**2).
+    alpha: averaging factor of the inner iterates.
+    momentum: Nesterov momentum of the outer step.
+    weight_decay: L2 coefficient inside the inner loop.
+    inner_momentum: Nesterov momentum of the inner chain.
+    key: seed or PRNG key of the noise.
+    axis_name: pmap axis over which gradients are averaged.
+    sampler: law of the noise increments (see :func:`entropix.local_entropy`).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+  """
+  return optax.chain(
+      local_entropy(
+          gamma,
+          inner_steps=inner_steps,
+          inner_lr=inner_lr,
+          noise=noise,
+          alpha=alpha,
+          inner_momentum=inner_momentum,
+          weight_decay=weight_decay,
+          key=key,
+          axis_name=axis_name,
+          sampler=sampler,
+      ),
+      _outer_sgd(learning_rate, momentum),
+  )
+
+
+def hj(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    gamma: optax.ScalarOrSchedule,
+    inner_steps: int = 5,
+    inner_lr: float = 0.25,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    inner_momentum: float = 0.0,
+    axis_name: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""HJ: descent on the non-viscous Hamilton-Jacobi solution (paper Sec. 7.2).
+
+  :func:`entropix.local_entropy` without noise and with the last iterate
+  (``noise=0``, ``alpha=0``): the inner loop is gradient descent on
+  :math:`f(y) + \tfrac\gamma2 |x - y|^2`, so the update direction is
+  :math:`x - y_L \approx x - \mathrm{prox}_{f/\gamma}(x) = \nabla u(x,
+  1/\gamma) / \gamma`, the gradient of the Hopf-Lax formula (paper Lemma 2-3).
+  Defaults follow the paper and the authors' code: L = 5, inner_lr = 0.25.
+  ``weight_decay`` acts inside the inner loop.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, entropix
+    >>> grad_fn = lambda p, i: jax.grad(lambda q: jnp.sum(q ** 2))(p)
+    >>> opt = entropix.hj(0.5, gamma=1.0)
+    >>> params = jnp.ones(3)
+    >>> state = opt.init(params)
+    >>> updates, state = opt.update(grad_fn(params, 0), state, params,
+    ...                             grad_fn=grad_fn)
+
+  Args:
+    learning_rate: outer learning rate (a float or schedule).
+    gamma: coupling strength, a float or schedule.
+    inner_steps: gradient evaluations per update.
+    inner_lr: inner step size.
+    momentum: Nesterov momentum of the outer step.
+    weight_decay: L2 coefficient inside the inner loop.
+    inner_momentum: Nesterov momentum of the inner descent.
+    axis_name: pmap axis over which gradients are averaged.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+  """
+  return optax.chain(
+      local_entropy(
+          gamma,
+          inner_steps=inner_steps,
+          inner_lr=inner_lr,
+          noise=0.0,
+          alpha=0.0,
+          inner_momentum=inner_momentum,
+          weight_decay=weight_decay,
+          axis_name=axis_name,
+      ),
+      _outer_sgd(learning_rate, momentum),
+  )
+
+
+def heat(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    sigma: optax.ScalarOrSchedule,
+    samples: int = 20,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    key: int | jax.Array = 0,
+    axis_name: str | None = None,
+    sampler: _noise.Sampler = "normal",
+) -> optax.GradientTransformationExtraArgs:
+  r"""HEAT: descent on the heat-smoothed loss (paper Sec. 7.3, Eq. 35).
+
+  ``optax.chain(gaussian_smoothing(sigma, ...), optax.add_decayed_weights(
+  weight_decay), optax.sgd(learning_rate, momentum, nesterov=True))``: the
+  gradient is averaged over ``samples`` Gaussian perturbations of the
+  parameters; ``weight_decay`` acts on the outer step (there is no inner
+  loop). The ``updates`` passed in are ignored: pass zeros (see
+  :func:`entropix.gaussian_smoothing`).
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, entropix
+    >>> grad_fn = lambda p, i: jax.grad(lambda q: -jnp.sum(jnp.cos(3 * q)))(p)
+    >>> opt = entropix.heat(0.1, sigma=0.3, samples=4)
+    >>> params = jnp.ones(3)
+    >>> state = opt.init(params)
+    >>> updates, state = opt.update(optax.tree.zeros_like(params), state,
+    ...                             params, grad_fn=grad_fn)
+
+  Args:
+    learning_rate: outer learning rate (a float or schedule).
+    sigma: perturbation scale (sigma**2 is the paper's gamma for HEAT).
+    samples: gradient evaluations per update (the paper's L = 20).
+    momentum: Nesterov momentum of the outer step.
+    weight_decay: L2 coefficient added to the smoothed gradient.
+    key: seed or PRNG key of the perturbations.
+    axis_name: pmap axis over which gradients are averaged.
+    sampler: law of the perturbations (see :func:`entropix.gaussian_smoothing`).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+  """
+  _base.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
+  decay = (
+      [optax.add_decayed_weights(weight_decay)]
+      if _base.concrete(weight_decay) != 0.0
+      else []
+  )
+  return optax.chain(
+      gaussian_smoothing(
+          sigma, samples=samples, key=key, axis_name=axis_name, sampler=sampler
+      ),
+      *decay,
+      _outer_sgd(learning_rate, momentum),
+  )

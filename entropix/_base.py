@@ -1,0 +1,112 @@
+"""Helpers shared by the transforms: argument checks, keys, schedules."""
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+# A callable (params, i) -> gradient pytree shaped like params.
+GradFn = Callable[[optax.Params, jax.Array], optax.Updates]
+
+
+
+def concrete(value: Any) -> float | None:
+  """``value`` as a Python float when it is known at trace time, else None.
+
+  ``optax.inject_hyperparams`` calls our factories with traced arrays inside
+  ``update``; checks and static shortcuts must then step aside.
+  """
+  if isinstance(value, jax.core.Tracer):
+    return None
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    return None
+
+
+def check(name: str, value: Any, ok: Callable[[float], bool], must: str) -> None:
+  """Raises ValueError naming ``name`` when a concrete ``value`` fails ``ok``."""
+  if callable(value):  # a schedule: check its first value
+    value = value(0)
+  v = concrete(value)
+  if v is not None and not (np.isfinite(v) and ok(v)):
+    raise ValueError(f"{name} must be {must}, got {value!r}")
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+  """Returns a static int >= minimum, or raises a ValueError naming it."""
+  if isinstance(value, jax.core.Tracer):
+    raise ValueError(
+        f"{name} sets a loop length and must be a static int; with "
+        f"optax.inject_hyperparams pass static_args=({name!r},)"
+    )
+  if isinstance(value, bool) or int(np.asarray(value)) != np.asarray(value):
+    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+  if int(value) < minimum:
+    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+  return int(value)
+
+
+def at_count(value: optax.ScalarOrSchedule, count: jax.Array) -> jax.Array:
+  """A scalar hyper-parameter, or a schedule evaluated at ``count``."""
+  return value(count) if callable(value) else value
+
+
+def check_key(key: Any) -> None:
+  """Raises ValueError unless ``key`` is an int seed or a PRNG key."""
+  if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if key.shape == ():
+      return
+  elif isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+    return
+  elif isinstance(key, (jax.Array, np.ndarray)) and (
+      (key.shape == () and jnp.issubdtype(key.dtype, jnp.integer))
+      or (key.shape == (2,) and key.dtype == jnp.uint32)
+  ):
+    return
+  raise ValueError(
+      f"key must be an int seed or a single PRNG key, got {key!r}"
+  )
+
+
+def as_raw_key(key: Any) -> jax.Array:
+  """An int seed or a PRNG key (typed or raw) as a raw ``uint32[2]`` key.
+
+  Raw keys pass through pmap, jit and orbax checkpoints unchanged.
+  """
+  if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    return jax.random.key_data(key)
+  if jnp.shape(key) == (2,):
+    return jnp.asarray(key, jnp.uint32)
+  return jax.random.PRNGKey(key)
+
+
+def require_grad_fn(grad_fn: Any, transform: str) -> GradFn:
+  if grad_fn is None:
+    raise TypeError(
+        f"{transform} evaluates gradients at other points and needs them "
+        "from you: call update(updates, state, params, grad_fn=grad_fn) with "
+        "grad_fn(params, i) returning the gradient on the i-th minibatch, e.g. "
+        "grad_fn = lambda p, i: jax.grad(loss)(p, batches[i]). Through "
+        "optax.chain and nnx.Optimizer.update it is passed the same way, as a "
+        "keyword argument."
+    )
+  if not callable(grad_fn):
+    raise TypeError(f"grad_fn must be callable (params, i) -> grads, got {grad_fn!r}")
+  return grad_fn
+
+
+def require_params(params: Any, transform: str) -> None:
+  if params is None:
+    raise ValueError(f"{transform} needs params: call update(updates, state, params, ...)")
+
+
+def pmean(tree: Any, axis_name: str | None) -> Any:
+  return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
+
+
+def cast_like(tree: Any, like: Any) -> Any:
+  return jax.tree.map(lambda t, l: t.astype(jnp.asarray(l).dtype), tree, like)

@@ -1,0 +1,124 @@
+"""Gaussian smoothing: the gradient of the heat-equation solution (HEAT)."""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from entropix import _base
+from entropix import _noise
+
+
+class GaussianSmoothingState(NamedTuple):
+  """State of :func:`gaussian_smoothing`.
+
+  Attributes:
+    count: number of updates done so far (the argument of a ``sigma`` schedule).
+    rng_key: raw ``uint32[2]`` PRNG key, split on every update.
+  """
+
+  count: jax.Array
+  rng_key: jax.Array
+
+
+def gaussian_smoothing(
+    sigma: optax.ScalarOrSchedule,
+    *,
+    samples: int = 20,
+    key: int | jax.Array = 0,
+    axis_name: str | None = None,
+    sampler: _noise.Sampler = "normal",
+) -> optax.GradientTransformationExtraArgs:
+  r"""Replaces the gradient by a Monte-Carlo gradient of the heat-smoothed loss.
+
+  The heat equation :math:`v_t = \tfrac12 \Delta v`, :math:`v(\cdot, 0) = f`,
+  has at time :math:`\sigma^2` the solution
+  :math:`v(x) = \mathbb{E}_{e \sim N(0, I)} f(x + \sigma e)`, whose gradient
+  this transform estimates without bias (paper Eq. 35, where the paper's
+  :math:`\gamma` is :math:`\sigma^2`):
+
+  .. math::
+    \widehat{\nabla v}(x) = \frac1L \sum_{i=0}^{L-1}
+      \nabla f_i(x + \sigma e_i), \qquad e_i \sim N(0, I)\ \text{i.i.d.},
+
+  with :math:`L` = ``samples`` and :math:`\nabla f_i` the gradient on the i-th
+  minibatch, ``grad_fn(x + sigma * e_i, i)`` for ``i = 0 .. samples - 1``.
+
+  The incoming ``updates`` are ignored: a gradient at the unperturbed ``x``
+  would bias the estimate. Pass zeros (``optax.tree.zeros_like(params)``) so
+  that no gradient is computed for nothing; one update then costs exactly
+  ``samples`` gradient evaluations. The loop is a ``lax.scan``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, entropix
+    >>> loss = lambda p, i: -jnp.cos(3.0 * p["w"])
+    >>> opt = optax.chain(entropix.gaussian_smoothing(0.5, samples=8),
+    ...                   optax.sgd(0.1))
+    >>> params = {"w": jnp.array(0.3)}
+    >>> state = opt.init(params)
+    >>> updates, state = opt.update(optax.tree.zeros_like(params), state,
+    ...                             params, grad_fn=jax.grad(loss))
+    >>> params = optax.apply_updates(params, updates)
+
+  Args:
+    sigma: standard deviation :math:`\sigma \ge 0` of the perturbations, a
+      float or a schedule of the update count.
+    samples: :math:`L \ge 1`, gradient evaluations per update.
+    key: int seed or PRNG key for the perturbations.
+    axis_name: if set, every gradient is ``lax.pmean``-ed over this axis and
+      the perturbations are identical on every device of it.
+    sampler: law of :math:`e_i`, ``"normal"`` (Gaussian, the heat kernel) or
+      ``"binomial"`` (cheaper, a standardised Binomial(32, 1/2) kernel whose
+      characteristic function differs from the Gaussian's by 0.5% at
+      :math:`\sigma |k| = 1`).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes the
+    keyword argument ``grad_fn``. With ``optax.inject_hyperparams`` pass
+    ``static_args=("samples",)``.
+  """
+  _base.check("sigma", sigma, lambda v: v >= 0, ">= 0")
+  count = _base.check_int("samples", samples, 1)
+  _noise.check_sampler(sampler)
+  _base.check_key(key)
+
+  def init_fn(params: optax.Params) -> GaussianSmoothingState:
+    del params
+    return GaussianSmoothingState(
+        count=jnp.zeros([], jnp.int32), rng_key=_base.as_raw_key(key)
+    )
+
+  def update_fn(
+      updates: optax.Updates,
+      state: GaussianSmoothingState,
+      params: optax.Params | None = None,
+      *,
+      grad_fn: _base.GradFn | None = None,
+      **extra_args: Any,
+  ) -> tuple[optax.Updates, GaussianSmoothingState]:
+    del updates, extra_args
+    _base.require_params(params, "gaussian_smoothing")
+    grad_fn = _base.require_grad_fn(grad_fn, "gaussian_smoothing")
+    scale = _base.at_count(sigma, state.count)
+    next_key, step_key = jax.random.split(state.rng_key)
+
+    def body(total, i):
+      e = _noise.tree_noise(jax.random.fold_in(step_key, i), params, sampler)
+      perturbed = jax.tree.map(
+          lambda p, z: (p + scale * z).astype(p.dtype), params, e
+      )
+      grads = _base.pmean(grad_fn(perturbed, i), axis_name)
+      return jax.tree.map(lambda t, g: t + g, total, grads), None
+
+    zeros = jax.tree.map(
+        lambda p: jnp.zeros_like(p, jnp.promote_types(p.dtype, jnp.float32)), params
+    )
+    total, _ = lax.scan(body, zeros, jnp.arange(count, dtype=jnp.int32))
+    mean = jax.tree.map(lambda t: t / count, total)
+    return _base.cast_like(mean, params), GaussianSmoothingState(
+        count=optax.safe_increment(state.count), rng_key=next_key
+    )
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
