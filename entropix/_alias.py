@@ -189,15 +189,12 @@ def heat(
     An ``optax.GradientTransformationExtraArgs``.
   """
   _base.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
-  decay = (
-      [optax.add_decayed_weights(weight_decay)]
-      if _base.concrete(weight_decay) != 0.0
-      else []
-  )
+  # Always in the chain, so that the state has one structure whatever
+  # inject_hyperparams makes of weight_decay; 0 costs one fused multiply-add.
   return optax.chain(
       gaussian_smoothing(
           sigma, samples=samples, key=key, axis_name=axis_name, sampler=sampler
       ),
-      *decay,
+      optax.add_decayed_weights(weight_decay),
       _outer_sgd(learning_rate, momentum),
   )

@@ -69,7 +69,8 @@ def viscous_hj(
   Args:
     f: the loss, vectorised over a NumPy array.
     x: points where the solution is evaluated.
-    y: uniform quadrature grid covering the law of y for every x.
+    y: uniform quadrature grid covering the law of y for every x, with a
+      spacing below its width (about 1/sqrt(beta (f'' + gamma))): checked.
     gamma: coupling strength (PDE time 1/gamma), > 0.
     beta: inverse temperature (1 / noise**2 in the optimizers), > 0.
 
@@ -86,6 +87,13 @@ def viscous_hj(
   for s in _chunks(flat, y.size):
     xs = flat[s, None]
     lse, w = _logsumexp(-beta * fy[None, :] - 0.5 * beta * gamma * (xs - y) ** 2)
+    resolved = 1.0 / np.sum(w**2, axis=1)  # effective number of grid points
+    if np.any(resolved < 3):
+      raise ValueError(
+          f"y is too coarse for beta={beta}: the law of y spans "
+          f"{resolved.min():.1f} grid points at x={flat[s][resolved.argmin()]}; "
+          "refine the grid near the minima, or use hopf_lax (beta = inf)"
+      )
     u[s] = -(lse + np.log(h) + 0.5 * np.log(beta * gamma / (2 * np.pi))) / beta
     du[s] = gamma * (flat[s] - w @ y)
   return u.reshape(x.shape), du.reshape(x.shape)
