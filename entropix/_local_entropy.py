@@ -89,6 +89,8 @@ def local_entropy(
   Args:
     gamma: coupling strength :math:`\gamma > 0`, a float or a schedule of the
       update count (see :func:`entropix.scoping`). The PDE time is 1/gamma.
+      The chain is stable only while ``inner_lr * (gamma + curvature of f)``
+      stays below 2: mind how far a scoping schedule lets gamma grow.
     inner_steps: :math:`L \ge 1`, gradient evaluations per update.
     inner_lr: step size :math:`\eta' > 0` of the inner chain.
     noise: :math:`\varepsilon \ge 0`; the chain samples at temperature
@@ -103,8 +105,9 @@ def local_entropy(
       ``lax.pmean``-ed over this axis and the noise is identical on every
       device of it, so replicated parameters stay identical under pmap.
     sampler: law of the noise increments, ``"binomial"`` (a standardised
-      Binomial(32, 1/2): same weak order as a Gaussian, fastest) or
-      ``"normal"``; see ``entropix/_noise.py``.
+      Binomial(32, 1/2): same weak order as a Gaussian, fastest), ``"normal"``
+      (Gaussian from the same hash) or ``"threefry"`` (``jax.random.normal``,
+      slowest); see ``entropix/_noise.py``.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes the

@@ -21,6 +21,9 @@ Two laws are offered:
   resolution, the construction ``jax.random.normal`` itself uses: Gaussian to
   float32 resolution. About 3x the cost of ``"binomial"``; still several times
   cheaper than threefry.
+* ``"threefry"``: ``jax.random.normal`` itself, for reference; the slowest.
+
+``benchmarks/overhead.py`` measures all three, alone and inside Entropy-SGD.
 """
 
 from typing import Literal
@@ -29,8 +32,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-Sampler = Literal["binomial", "normal"]
-SAMPLERS: tuple[str, ...] = ("binomial", "normal")
+Sampler = Literal["binomial", "normal", "threefry"]
+SAMPLERS: tuple[str, ...] = ("binomial", "normal", "threefry")
 
 
 def _mix(h: jax.Array) -> jax.Array:
@@ -58,6 +61,8 @@ def standard_noise(
     key: jax.Array, shape: tuple[int, ...], sampler: Sampler, dtype=jnp.float32
 ) -> jax.Array:
   """Noise of mean 0 and variance 1 per element, independent across elements."""
+  if sampler == "threefry":
+    return jax.random.normal(key, shape, dtype)
   bits = _hash_bits(key, shape)
   if sampler == "binomial":
     z = (lax.population_count(bits).astype(jnp.float32) - 16.0) * (8.0**-0.5)

@@ -69,10 +69,10 @@ def gaussian_smoothing(
     key: int seed or PRNG key for the perturbations.
     axis_name: if set, every gradient is ``lax.pmean``-ed over this axis and
       the perturbations are identical on every device of it.
-    sampler: law of :math:`e_i`, ``"normal"`` (Gaussian, the heat kernel) or
-      ``"binomial"`` (cheaper, a standardised Binomial(32, 1/2) kernel whose
-      characteristic function differs from the Gaussian's by 0.5% at
-      :math:`\sigma |k| = 1`).
+    sampler: law of :math:`e_i`, ``"normal"`` (Gaussian, the heat kernel),
+      ``"threefry"`` (``jax.random.normal``, slower) or ``"binomial"``
+      (cheaper, a standardised Binomial(32, 1/2) kernel whose characteristic
+      function differs from the Gaussian's by 0.5% at :math:`\sigma |k| = 1`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes the
