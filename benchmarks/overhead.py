@@ -175,8 +175,6 @@ def main():
   compile_ratio = statistics.median(compile_s[50]) / statistics.median(compile_s[2])
   targets = {
       "entropy_sgd": 1.10,
-      "entropy_sgd_threefry_sampler": (
-          entropix.entropy_sgd(0.1, gamma=0.03, inner_steps=20, sampler="threefry"), 20),
       "entropy_sgd_noise0": 1.05,
       "hj": 1.05,
       "compile_50_over_2": 1.5,
