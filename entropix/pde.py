@@ -47,10 +47,18 @@ def _grid(y: np.ndarray) -> tuple[np.ndarray, float]:
   return y, float(h[0])
 
 
-def _chunks(x: np.ndarray, m: int):
-  step = max(1, _BLOCK // m)
-  for s in range(0, x.size, step):
-    yield slice(s, s + step)
+def _solve(f: Loss, x, y, rows) -> tuple[np.ndarray, np.ndarray]:
+  """Applies ``rows(xs, y, h, f(y)) -> (u, du)`` to chunks of the points x."""
+  x = np.asarray(x, np.float64)
+  y, h = _grid(y)
+  fy = np.asarray(f(y), np.float64)
+  flat = x.reshape(-1)
+  u, du = np.empty_like(flat), np.empty_like(flat)
+  step = max(1, _BLOCK // y.size)
+  for start in range(0, flat.size, step):
+    s = slice(start, start + step)
+    u[s], du[s] = rows(flat[s], y, h, fy)
+  return u.reshape(x.shape), du.reshape(x.shape)
 
 
 def _logsumexp(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,24 +87,20 @@ def viscous_hj(
   """
   if gamma <= 0 or beta <= 0:
     raise ValueError(f"gamma and beta must be > 0, got gamma={gamma}, beta={beta}")
-  x = np.asarray(x, np.float64)
-  y, h = _grid(y)
-  fy = np.asarray(f(y), np.float64)
-  flat = x.reshape(-1)
-  u, du = np.empty_like(flat), np.empty_like(flat)
-  for s in _chunks(flat, y.size):
-    xs = flat[s, None]
-    lse, w = _logsumexp(-beta * fy[None, :] - 0.5 * beta * gamma * (xs - y) ** 2)
+
+  def rows(xs, y, h, fy):
+    lse, w = _logsumexp(-beta * fy - 0.5 * beta * gamma * (xs[:, None] - y) ** 2)
     resolved = 1.0 / np.sum(w**2, axis=1)  # effective number of grid points
     if np.any(resolved < 3):
       raise ValueError(
           f"y is too coarse for beta={beta}: the law of y spans "
-          f"{resolved.min():.1f} grid points at x={flat[s][resolved.argmin()]}; "
+          f"{resolved.min():.1f} grid points at x={xs[resolved.argmin()]}; "
           "refine the grid near the minima, or use hopf_lax (beta = inf)"
       )
-    u[s] = -(lse + np.log(h) + 0.5 * np.log(beta * gamma / (2 * np.pi))) / beta
-    du[s] = gamma * (flat[s] - w @ y)
-  return u.reshape(x.shape), du.reshape(x.shape)
+    u = -(lse + np.log(h) + 0.5 * np.log(beta * gamma / (2 * np.pi))) / beta
+    return u, gamma * (xs - w @ y)
+
+  return _solve(f, x, y, rows)
 
 
 def hopf_lax(
@@ -118,23 +122,19 @@ def hopf_lax(
   """
   if gamma <= 0:
     raise ValueError(f"gamma must be > 0, got {gamma}")
-  x = np.asarray(x, np.float64)
-  y, h = _grid(y)
-  fy = np.asarray(f(y), np.float64)
-  flat = x.reshape(-1)
-  u, du = np.empty_like(flat), np.empty_like(flat)
-  for s in _chunks(flat, y.size):
-    g = fy[None, :] + 0.5 * gamma * (flat[s, None] - y) ** 2
+
+  def rows(xs, y, h, fy):
+    g = fy + 0.5 * gamma * (xs[:, None] - y) ** 2
     j = np.argmin(g, axis=1)
     if np.any((j == 0) | (j == y.size - 1)):
       raise ValueError("a proximal point lies on the edge of y: widen the grid")
-    rows = np.arange(g.shape[0])
-    left, mid, right = g[rows, j - 1], g[rows, j], g[rows, j + 1]
+    r = np.arange(g.shape[0])
+    left, mid, right = g[r, j - 1], g[r, j], g[r, j + 1]
     curv = left - 2 * mid + right
     shift = 0.5 * h * (left - right) / curv
-    u[s] = mid - (left - right) ** 2 / (8 * curv)
-    du[s] = gamma * (flat[s] - (y[j] + shift))
-  return u.reshape(x.shape), du.reshape(x.shape)
+    return mid - (left - right) ** 2 / (8 * curv), gamma * (xs - (y[j] + shift))
+
+  return _solve(f, x, y, rows)
 
 
 def heat(
@@ -153,14 +153,10 @@ def heat(
   """
   if sigma <= 0:
     raise ValueError(f"sigma must be > 0, got {sigma}")
-  x = np.asarray(x, np.float64)
-  y, h = _grid(y)
-  fy = np.asarray(f(y), np.float64)
-  flat = x.reshape(-1)
-  v, dv = np.empty_like(flat), np.empty_like(flat)
-  for s in _chunks(flat, y.size):
-    d = y - flat[s, None]
+
+  def rows(xs, y, h, fy):
+    d = y - xs[:, None]
     kernel = np.exp(-0.5 * (d / sigma) ** 2) * h / (sigma * np.sqrt(2 * np.pi))
-    v[s] = kernel @ fy
-    dv[s] = (kernel * d / sigma**2) @ fy
-  return v.reshape(x.shape), dv.reshape(x.shape)
+    return kernel @ fy, (kernel * d / sigma**2) @ fy
+
+  return _solve(f, x, y, rows)
