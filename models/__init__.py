@@ -1,0 +1,33 @@
+"""The paper's three networks (Flax linen), looked up by name.
+
+Each model is called as ``model.apply(variables, x, train=..., rngs=...)``:
+``train=True`` uses batch statistics and dropout (pass
+``rngs={"dropout": key}`` and ``mutable=["batch_stats"]``); ``train=False``
+uses the running statistics and no dropout. BatchNorm reduces over
+``axis_name`` when one is given, so its statistics span the global batch under
+pmap or shard_map. No optimizer code lives here.
+"""
+
+from collections.abc import Callable
+
+import flax.linen as nn
+
+from models.allcnn import AllCNN
+from models.lenet import LeNet
+from models.mnistfc import MnistFC
+
+REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "mnistfc": MnistFC,
+    "lenet": LeNet,
+    "allcnn": AllCNN,
+}
+
+
+def create(name: str, *, axis_name: str | None = None) -> nn.Module:
+  """The network registered as ``name`` (mnistfc, lenet or allcnn)."""
+  if name not in REGISTRY:
+    raise ValueError(f"unknown model {name!r}; choose one of {sorted(REGISTRY)}")
+  return REGISTRY[name](axis_name=axis_name)
+
+
+__all__ = ["AllCNN", "LeNet", "MnistFC", "REGISTRY", "create"]

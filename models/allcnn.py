@@ -1,0 +1,40 @@
+"""All-CNN-C with BatchNorm: the CIFAR-10 network of the paper (1,667,166 parameters).
+
+Dropout 0.2 -> [conv 96, conv 96, conv 96 /2] -> Dropout 0.5 -> [conv 192,
+conv 192, conv 192 /2] -> Dropout 0.5 -> conv 192 -> conv 192 -> conv1x1 10 ->
+global mean pool. Every conv: 3x3, padding 1 (the 1x1: none), bias, BN, ReLU
+(the last one too). Inputs NHWC (32x32x3).
+"""
+
+import flax.linen as nn
+import jax
+
+
+class AllCNN(nn.Module):
+  """All-CNN-C (Springenberg et al., 2015) with BatchNorm after every conv.
+
+  Attributes:
+    axis_name: device axis over which BatchNorm averages batch statistics.
+  """
+
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def conv_bn(x, features, kernel=3, stride=1):
+      pad = 1 if kernel == 3 else 0
+      x = nn.Conv(features, (kernel, kernel), strides=stride, padding=pad)(x)
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                       axis_name=self.axis_name)(x)
+      return nn.relu(x)
+
+    x = nn.Dropout(0.2, deterministic=not train)(x)
+    for features in (96, 192):
+      x = conv_bn(x, features)
+      x = conv_bn(x, features)
+      x = conv_bn(x, features, stride=2)
+      x = nn.Dropout(0.5, deterministic=not train)(x)
+    x = conv_bn(x, 192)
+    x = conv_bn(x, 192)
+    x = conv_bn(x, 10, kernel=1)
+    return x.mean(axis=(1, 2))

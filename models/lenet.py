@@ -1,0 +1,36 @@
+"""LeNet: the convolutional MNIST network of the paper (131,220 parameters).
+
+Conv 5x5 20 -> ReLU -> MaxPool 3/3 -> BN -> Dropout 0.25 -> Conv 5x5 50 ->
+ReLU -> MaxPool 2/2 -> BN -> Dropout 0.25 -> Dense 500 -> ReLU -> Dropout 0.25
+-> Dense 10; convolutions unpadded, inputs NHWC (28x28x1).
+"""
+
+import flax.linen as nn
+import jax
+
+
+class LeNet(nn.Module):
+  """LeNet with BatchNorm and dropout.
+
+  Attributes:
+    axis_name: device axis over which BatchNorm averages batch statistics.
+    dropout: dropout rate after each block and the hidden dense layer.
+  """
+
+  axis_name: str | None = None
+  dropout: float = 0.25
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                                axis_name=self.axis_name)
+    drop = lambda: nn.Dropout(self.dropout, deterministic=not train)
+    if x.ndim == 3:
+      x = x[..., None]
+    x = nn.relu(nn.Conv(20, (5, 5), padding="VALID")(x))
+    x = drop()(norm()(nn.max_pool(x, (3, 3), strides=(3, 3))))
+    x = nn.relu(nn.Conv(50, (5, 5), padding="VALID")(x))
+    x = drop()(norm()(nn.max_pool(x, (2, 2), strides=(2, 2))))
+    x = x.reshape((x.shape[0], -1))
+    x = drop()(nn.relu(nn.Dense(500)(x)))
+    return nn.Dense(10)(x)
