@@ -126,3 +126,95 @@ def load_idx_dataset(directory: str | pathlib.Path | None = None) -> Dataset:
         f"images {arrays['test_images'].shape[1:]} differ in shape"
     )
   return Dataset(**arrays)
+
+
+# CIFAR-10, binary format: records of 1 label byte + 3072 pixel bytes (the
+# 1024 red, then green, then blue values of a 32x32 image, row-major).
+CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR_TEST_FILES = ("test_batch.bin",)
+_CIFAR_RECORD = 1 + 3 * 32 * 32
+
+
+def read_cifar_bin(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+  """Images (N, 32, 32, 3) uint8 and labels (N,) of one CIFAR-10 .bin file."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise DataError(f"{path}: no such file")
+  raw = np.frombuffer(path.read_bytes(), np.uint8)
+  if raw.size == 0 or raw.size % _CIFAR_RECORD:
+    raise DataError(
+        f"{path}: {raw.size} bytes is not a whole number of {_CIFAR_RECORD}-byte "
+        "records (truncated or not a CIFAR-10 binary file)"
+    )
+  records = raw.reshape(-1, _CIFAR_RECORD)
+  labels = records[:, 0].astype(np.int32)
+  if labels.max() > 9:
+    raise DataError(f"{path}: label {labels.max()} out of range 0..9 (corrupt file)")
+  images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return images, labels
+
+
+def load_cifar10(directory: str | pathlib.Path) -> Dataset:
+  """CIFAR-10 from a ``cifar-10-batches-bin`` directory (raw uint8 images)."""
+  directory = pathlib.Path(directory)
+  if not directory.is_dir():
+    raise DataError(f"{directory}: no such directory")
+  splits = {}
+  for split, names in (("train", CIFAR_TRAIN_FILES), ("test", CIFAR_TEST_FILES)):
+    parts = [read_cifar_bin(directory / name) for name in names]
+    splits[f"{split}_images"] = np.concatenate([p[0] for p in parts])
+    splits[f"{split}_labels"] = np.concatenate([p[1] for p in parts])
+  return Dataset(**splits)
+
+
+def global_contrast_normalize(
+    images: np.ndarray, scale: float = 55.0, min_divisor: float = 1e-8
+) -> np.ndarray:
+  """Per image: subtract its mean, divide by its standard deviation, times scale.
+
+  The pylearn2 convention used for All-CNN-C (Goodfellow et al., 2013).
+  """
+  x = images.reshape(images.shape[0], -1).astype(np.float64)
+  x -= x.mean(axis=1, keepdims=True)
+  std = np.sqrt((x**2).mean(axis=1, keepdims=True))
+  return (scale * x / np.maximum(std, min_divisor)).reshape(images.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Whitening:
+  """ZCA whitening x -> (x - mean) @ matrix, fitted on a training set."""
+
+  mean: np.ndarray
+  matrix: np.ndarray
+
+  def __call__(self, images: np.ndarray) -> np.ndarray:
+    flat = images.reshape(images.shape[0], -1)
+    return ((flat - self.mean) @ self.matrix).astype(np.float32).reshape(images.shape)
+
+
+def fit_zca(
+    images: np.ndarray, epsilon: float = 1e-5, cache_dir: str | pathlib.Path | None = None
+) -> Whitening:
+  """Fits ZCA whitening, W = U diag(1 / sqrt(lambda + epsilon)) U^T.
+
+  With ``cache_dir`` the fit is stored in a file keyed by the SHA-256 of the
+  images and epsilon, and read back instead of recomputed next time.
+  """
+  flat = np.ascontiguousarray(images.reshape(images.shape[0], -1), np.float64)
+  cache = None
+  if cache_dir is not None:
+    digest = hashlib.sha256(flat.tobytes() + repr((flat.shape, epsilon)).encode()).hexdigest()
+    cache = pathlib.Path(cache_dir) / f"zca-{digest[:32]}.npz"
+    if cache.is_file():
+      with np.load(cache) as stored:
+        return Whitening(stored["mean"], stored["matrix"])
+  mean = flat.mean(axis=0)
+  centred = flat - mean
+  eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / flat.shape[0])
+  matrix = (eigenvectors / np.sqrt(np.maximum(eigenvalues, 0) + epsilon)) @ eigenvectors.T
+  if cache is not None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, mean=mean, matrix=matrix)
+    tmp.replace(cache)  # atomic: a killed run never leaves half a cache file
+  return Whitening(mean, matrix)

@@ -99,3 +99,53 @@ def test_checksums_are_verified(tmp_path):
 def test_missing_directory(tmp_path):
   with pytest.raises(ip.DataError, match="no such directory"):
     ip.load_idx_dataset(tmp_path / "nope")
+
+
+def write_cifar(path, n, rng):
+  labels = rng.integers(0, 10, n, dtype=np.uint8)
+  images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+  records = np.concatenate([labels[:, None], images.reshape(n, -1)], axis=1)
+  path.write_bytes(records.tobytes())
+  return images.transpose(0, 2, 3, 1), labels
+
+
+def test_cifar_binary_reader(tmp_path):
+  rng = np.random.default_rng(0)
+  written = [write_cifar(tmp_path / name, 3, rng)
+             for name in ip.CIFAR_TRAIN_FILES + ip.CIFAR_TEST_FILES]
+  data = ip.load_cifar10(tmp_path)
+  assert data.train_images.shape == (15, 32, 32, 3)
+  np.testing.assert_array_equal(data.train_images[:3], written[0][0])  # HWC, RGB
+  np.testing.assert_array_equal(data.test_labels, written[-1][1])
+  victim = tmp_path / "data_batch_3.bin"
+  victim.write_bytes(victim.read_bytes()[:-5])
+  with pytest.raises(ip.DataError, match="data_batch_3.bin: .*truncated"):
+    ip.load_cifar10(tmp_path)
+
+
+def test_gcn_then_zca_whitens_the_training_set(tmp_path):
+  rng = np.random.default_rng(1)
+  # Correlated "images" of 4x4x3 with a low-rank structure plus noise.
+  basis = rng.normal(size=(8, 48))
+  images = (rng.normal(size=(4000, 8)) @ basis + 0.3 * rng.normal(size=(4000, 48)))
+  images = (images.reshape(4000, 4, 4, 3) * 20 + 128).clip(0, 255).astype(np.uint8)
+  gcn = ip.global_contrast_normalize(images)
+  flat = gcn.reshape(4000, -1)
+  np.testing.assert_allclose(flat.mean(axis=1), 0, atol=1e-9)
+  np.testing.assert_allclose(flat.std(axis=1), 55.0, rtol=1e-9)
+  zca = ip.fit_zca(gcn, cache_dir=tmp_path)
+  white = zca(gcn).reshape(4000, -1).astype(np.float64)
+  cov = np.cov(white, rowvar=False, bias=True)
+  # GCN removes one direction per image (the mean): that eigenvalue is 0.
+  eig = np.sort(np.linalg.eigvalsh(cov))
+  np.testing.assert_allclose(eig[1:], 1.0, atol=1e-3)
+  assert eig[0] < 1e-3
+  off = cov - np.diag(np.diag(cov))
+  assert np.abs(off).max() < 0.05
+  # ZCA is symmetric (it keeps images looking like images) and cached by input.
+  np.testing.assert_allclose(zca.matrix, zca.matrix.T, atol=1e-8)
+  assert len(list(tmp_path.glob("zca-*.npz"))) == 1
+  again = ip.fit_zca(gcn, cache_dir=tmp_path)
+  np.testing.assert_array_equal(again.matrix, zca.matrix)
+  other = ip.fit_zca(gcn[:100], cache_dir=tmp_path)
+  assert len(list(tmp_path.glob("zca-*.npz"))) == 2 and other.matrix.shape == zca.matrix.shape
