@@ -175,8 +175,8 @@ def local_entropy(
     def to_params(tree):
       return _base.cast_like(tree, params)
 
-    zeros = jax.tree.map(jnp.zeros_like, x)
-    carry = (x, x if use_average else None, zeros if use_momentum else None)
+    velocity = jax.tree.map(jnp.zeros_like, x) if use_momentum else None
+    carry = (x, x if use_average else None, velocity)
     carry = step(carry, _base.pmean(updates, axis_name), 0)
 
     def body(carry, i):

@@ -9,6 +9,8 @@ global mean pool. Every conv: 3x3, padding 1 (the 1x1: none), bias, BN, ReLU
 import flax.linen as nn
 import jax
 
+from models.layers import batch_norm
+
 
 class AllCNN(nn.Module):
   """All-CNN-C (Springenberg et al., 2015) with BatchNorm after every conv.
@@ -24,8 +26,7 @@ class AllCNN(nn.Module):
     def conv_bn(x, features, kernel=3, stride=1):
       pad = 1 if kernel == 3 else 0
       x = nn.Conv(features, (kernel, kernel), strides=stride, padding=pad)(x)
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                       axis_name=self.axis_name)(x)
+      x = batch_norm(train, self.axis_name)(x)
       return nn.relu(x)
 
     x = nn.Dropout(0.2, deterministic=not train)(x)

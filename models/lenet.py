@@ -8,6 +8,8 @@ ReLU -> MaxPool 2/2 -> BN -> Dropout 0.25 -> Dense 500 -> ReLU -> Dropout 0.25
 import flax.linen as nn
 import jax
 
+from models.layers import batch_norm
+
 
 class LeNet(nn.Module):
   """LeNet with BatchNorm and dropout.
@@ -22,8 +24,7 @@ class LeNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                                axis_name=self.axis_name)
+    norm = lambda: batch_norm(train, self.axis_name)
     drop = lambda: nn.Dropout(self.dropout, deterministic=not train)
     if x.ndim == 3:
       x = x[..., None]

@@ -7,6 +7,8 @@
 import flax.linen as nn
 import jax
 
+from models.layers import batch_norm
+
 
 class MnistFC(nn.Module):
   """Fully connected MNIST classifier with BatchNorm and dropout.
@@ -23,8 +25,7 @@ class MnistFC(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                                axis_name=self.axis_name)
+    norm = lambda: batch_norm(train, self.axis_name)
     drop = lambda: nn.Dropout(self.dropout, deterministic=not train)
     x = x.reshape((x.shape[0], -1))
     x = drop()(x)
