@@ -140,7 +140,7 @@ def main():
     carry = step(*carry, batches)  # compile and warm up
     runners[name] = [step, carry, batches, evals]
 
-  leaves = [x for x in jax.tree.leaves(params)]
+  leaves = jax.tree.leaves(params)
   samplers = {
       "threefry_normal": jax.jit(
           lambda k: [jax.random.normal(jax.random.fold_in(k, i), x.shape) for i, x in enumerate(leaves)]),

@@ -12,7 +12,6 @@ import optax
 GradFn = Callable[[optax.Params, jax.Array], optax.Updates]
 
 
-
 def concrete(value: Any) -> float | None:
   """``value`` as a Python float when it is known at trace time, else None.
 

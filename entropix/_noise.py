@@ -26,6 +26,7 @@ Two laws are offered:
 ``benchmarks/overhead.py`` measures all three, alone and inside Entropy-SGD.
 """
 
+import math
 from typing import Literal
 
 import jax
@@ -47,9 +48,7 @@ def _mix(h: jax.Array) -> jax.Array:
 
 def _hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """32 pseudo-random bits per element of ``shape``, keyed by ``key``."""
-  size = 1
-  for d in shape:
-    size *= d
+  size = math.prod(shape)
   if size >= 2**32:
     raise ValueError(f"a leaf of {size} elements is too large for the counter")
   seed = jax.random.bits(key, (2,), jnp.uint32)
@@ -61,18 +60,17 @@ def standard_noise(
     key: jax.Array, shape: tuple[int, ...], sampler: Sampler, dtype=jnp.float32
 ) -> jax.Array:
   """Noise of mean 0 and variance 1 per element, independent across elements."""
+  check_sampler(sampler)
   if sampler == "threefry":
     return jax.random.normal(key, shape, dtype)
   bits = _hash_bits(key, shape)
   if sampler == "binomial":
     z = (lax.population_count(bits).astype(jnp.float32) - 16.0) * (8.0**-0.5)
-  elif sampler == "normal":
+  else:
     # The top 23 bits give u = (k + 1/2) 2^-22 - 1 in (-1, 1), exact in
     # float32 and symmetric: never +-1, so erfinv stays finite (|z| < 5.3).
     u = ((bits >> 9).astype(jnp.float32) + 0.5) * (2.0**-22) - 1.0
     z = jnp.sqrt(2.0) * lax.erf_inv(u)
-  else:
-    raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
   return z.astype(dtype)
 
 
