@@ -31,6 +31,7 @@ def entropy_sgd(
     key: int | jax.Array = 0,
     axis_name: str | None = None,
     sampler: _noise.Sampler = "binomial",
+    unroll: int | bool = 1,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Entropy-SGD: descent on the local entropy (paper Sec. 7.1).
 
@@ -67,6 +68,7 @@ def entropy_sgd(
     key: seed or PRNG key of the noise.
     axis_name: pmap axis over which gradients are averaged.
     sampler: law of the noise increments (see :func:`entropix.local_entropy`).
+    unroll: inner loop iterations per compiled body (see :func:`entropix.local_entropy`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -83,6 +85,7 @@ def entropy_sgd(
           key=key,
           axis_name=axis_name,
           sampler=sampler,
+          unroll=unroll,
       ),
       _outer_sgd(learning_rate, momentum),
   )
@@ -98,6 +101,7 @@ def hj(
     weight_decay: float = 0.0,
     inner_momentum: float = 0.0,
     axis_name: str | None = None,
+    unroll: int | bool = 1,
 ) -> optax.GradientTransformationExtraArgs:
   r"""HJ: descent on the non-viscous Hamilton-Jacobi solution (paper Sec. 7.2).
 
@@ -127,6 +131,7 @@ def hj(
     weight_decay: L2 coefficient inside the inner loop.
     inner_momentum: Nesterov momentum of the inner descent.
     axis_name: pmap axis over which gradients are averaged.
+    unroll: inner loop iterations per compiled body (see :func:`entropix.local_entropy`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -141,6 +146,7 @@ def hj(
           inner_momentum=inner_momentum,
           weight_decay=weight_decay,
           axis_name=axis_name,
+          unroll=unroll,
       ),
       _outer_sgd(learning_rate, momentum),
   )
@@ -156,6 +162,7 @@ def heat(
     key: int | jax.Array = 0,
     axis_name: str | None = None,
     sampler: _noise.Sampler = "normal",
+    unroll: int | bool = 1,
 ) -> optax.GradientTransformationExtraArgs:
   r"""HEAT: descent on the heat-smoothed loss (paper Sec. 7.3, Eq. 35).
 
@@ -184,6 +191,7 @@ def heat(
     key: seed or PRNG key of the perturbations.
     axis_name: pmap axis over which gradients are averaged.
     sampler: law of the perturbations (see :func:`entropix.gaussian_smoothing`).
+    unroll: loop iterations per compiled body (see :func:`entropix.gaussian_smoothing`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -193,7 +201,8 @@ def heat(
   # inject_hyperparams makes of weight_decay; 0 costs one fused multiply-add.
   return optax.chain(
       gaussian_smoothing(
-          sigma, samples=samples, key=key, axis_name=axis_name, sampler=sampler
+          sigma, samples=samples, key=key, axis_name=axis_name, sampler=sampler,
+          unroll=unroll,
       ),
       optax.add_decayed_weights(weight_decay),
       _outer_sgd(learning_rate, momentum),

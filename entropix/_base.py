@@ -109,3 +109,11 @@ def pmean(tree: Any, axis_name: str | None) -> Any:
 
 def cast_like(tree: Any, like: Any) -> Any:
   return jax.tree.map(lambda t, l: t.astype(jnp.asarray(l).dtype), tree, like)
+
+
+def check_unroll(unroll: int | bool) -> None:
+  """``lax.scan``'s unroll: True, False or an int >= 1."""
+  if isinstance(unroll, bool):
+    return
+  if not isinstance(unroll, int) or unroll < 1:
+    raise ValueError(f"unroll={unroll!r}: must be True, False or an int >= 1")

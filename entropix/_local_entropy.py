@@ -35,6 +35,7 @@ def local_entropy(
     key: int | jax.Array = 0,
     axis_name: str | None = None,
     sampler: _noise.Sampler = "binomial",
+    unroll: int | bool = 1,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Replaces the gradient at ``x`` by the gradient of the local entropy.
 
@@ -108,6 +109,10 @@ def local_entropy(
       Binomial(32, 1/2): same weak order as a Gaussian, fastest), ``"normal"``
       (Gaussian from the same hash) or ``"threefry"`` (``jax.random.normal``,
       slowest); see ``entropix/_noise.py``.
+    unroll: loop iterations per compiled loop body, passed to ``lax.scan``
+      (``True``: the whole loop). 1 keeps compile time independent of the
+      loop length; unrolling helps where XLA runs a loop body slower than
+      straight-line code, e.g. convolutions on CPU (jax-ml/jax#12868).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes the
@@ -126,6 +131,7 @@ def local_entropy(
   _base.check("inner_momentum", inner_momentum, lambda v: 0 <= v < 1, "in [0, 1)")
   _base.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
   _noise.check_sampler(sampler)
+  _base.check_unroll(unroll)
   _base.check_key(key)
   # Terms that are concretely zero are left out of the compiled loop.
   use_noise = _base.concrete(noise) != 0.0
@@ -184,7 +190,8 @@ def local_entropy(
       return step(carry, grads, i), None
 
     if steps > 1:
-      carry, _ = lax.scan(body, carry, jnp.arange(1, steps, dtype=jnp.int32))
+      indices = jnp.arange(1, steps, dtype=jnp.int32)
+      carry, _ = lax.scan(body, carry, indices, unroll=unroll)
     y, mu, _ = carry
     mean = mu if use_average else y
     new_updates = to_params(jax.tree.map(jnp.subtract, x, mean))

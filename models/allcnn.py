@@ -9,7 +9,7 @@ global mean pool. Every conv: 3x3, padding 1 (the 1x1: none), bias, BN, ReLU
 import flax.linen as nn
 import jax
 
-from models.layers import batch_norm
+from models.layers import Dropout, batch_norm
 
 
 class AllCNN(nn.Module):
@@ -22,19 +22,23 @@ class AllCNN(nn.Module):
   axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(
+      self, x: jax.Array, *, train: bool, dropout: bool | None = None
+  ) -> jax.Array:
+    """Logits; ``train`` selects batch statistics, ``dropout`` (default: ``train``) the masks."""
+    deterministic = not (train if dropout is None else dropout)
     def conv_bn(x, features, kernel=3, stride=1):
       pad = 1 if kernel == 3 else 0
       x = nn.Conv(features, (kernel, kernel), strides=stride, padding=pad)(x)
       x = batch_norm(train, self.axis_name)(x)
       return nn.relu(x)
 
-    x = nn.Dropout(0.2, deterministic=not train)(x)
+    x = Dropout(0.2, self.axis_name)(x, deterministic=deterministic)
     for features in (96, 192):
       x = conv_bn(x, features)
       x = conv_bn(x, features)
       x = conv_bn(x, features, stride=2)
-      x = nn.Dropout(0.5, deterministic=not train)(x)
+      x = Dropout(0.5, self.axis_name)(x, deterministic=deterministic)
     x = conv_bn(x, 192)
     x = conv_bn(x, 192)
     x = conv_bn(x, 10, kernel=1)

@@ -1,6 +1,13 @@
 """Layers shared by the networks, configured as in the authors' PyTorch code."""
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# Flax's BatchNorm momentum: running = BN_MOMENTUM * running + (1 - BN_MOMENTUM) * batch
+# (PyTorch's momentum 0.1). train.py inverts it to read a batch's statistics.
+BN_MOMENTUM = 0.9
 
 
 def batch_norm(train: bool, axis_name: str | None) -> nn.BatchNorm:
@@ -11,5 +18,38 @@ def batch_norm(train: bool, axis_name: str | None) -> nn.BatchNorm:
   ones.
   """
   return nn.BatchNorm(
-      use_running_average=not train, momentum=0.9, epsilon=1e-5, axis_name=axis_name
+      use_running_average=not train, momentum=BN_MOMENTUM, epsilon=1e-5, axis_name=axis_name
   )
+
+
+class Dropout(nn.Module):
+  """Inverted dropout whose mask for an example depends only on its global position.
+
+  ``nn.Dropout`` draws one mask for the local batch, so splitting a batch
+  across devices changes every mask. Here row r of the local batch on device
+  d is example ``d * rows + r`` of the global batch, and its mask is drawn
+  from ``fold_in(key, d * rows + r)``: 1 device and N devices (``axis_name``
+  under pmap or shard_map) drop the same units of the same example.
+
+  Attributes:
+    rate: probability of zeroing a unit.
+    axis_name: device axis the global batch is split over (None: one device).
+  """
+
+  rate: float
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    key = self.make_rng("dropout")
+    rows = x.shape[0]
+    first = 0 if self.axis_name is None else lax.axis_index(self.axis_name) * rows
+    keep_prob = 1.0 - self.rate
+
+    def mask(example):
+      return jax.random.bernoulli(jax.random.fold_in(key, example), keep_prob, x.shape[1:])
+
+    keep = jax.vmap(mask)(first + jnp.arange(rows))
+    return jnp.where(keep, x / keep_prob, jnp.zeros_like(x))

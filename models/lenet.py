@@ -8,7 +8,7 @@ ReLU -> MaxPool 2/2 -> BN -> Dropout 0.25 -> Dense 500 -> ReLU -> Dropout 0.25
 import flax.linen as nn
 import jax
 
-from models.layers import batch_norm
+from models.layers import Dropout, batch_norm
 
 
 class LeNet(nn.Module):
@@ -16,22 +16,26 @@ class LeNet(nn.Module):
 
   Attributes:
     axis_name: device axis over which BatchNorm averages batch statistics.
-    dropout: dropout rate after each block and the hidden dense layer.
+    dropout_rate: dropout rate after each block and the hidden dense layer.
   """
 
   axis_name: str | None = None
-  dropout: float = 0.25
+  dropout_rate: float = 0.25
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(
+      self, x: jax.Array, *, train: bool, dropout: bool | None = None
+  ) -> jax.Array:
+    """Logits; ``train`` selects batch statistics, ``dropout`` (default: ``train``) the masks."""
+    deterministic = not (train if dropout is None else dropout)
     norm = lambda: batch_norm(train, self.axis_name)
-    drop = lambda: nn.Dropout(self.dropout, deterministic=not train)
+    drop = lambda x: Dropout(self.dropout_rate, self.axis_name)(x, deterministic=deterministic)
     if x.ndim == 3:
       x = x[..., None]
     x = nn.relu(nn.Conv(20, (5, 5), padding="VALID")(x))
-    x = drop()(norm()(nn.max_pool(x, (3, 3), strides=(3, 3))))
+    x = drop(norm()(nn.max_pool(x, (3, 3), strides=(3, 3))))
     x = nn.relu(nn.Conv(50, (5, 5), padding="VALID")(x))
-    x = drop()(norm()(nn.max_pool(x, (2, 2), strides=(2, 2))))
+    x = drop(norm()(nn.max_pool(x, (2, 2), strides=(2, 2))))
     x = x.reshape((x.shape[0], -1))
-    x = drop()(nn.relu(nn.Dense(500)(x)))
+    x = drop(nn.relu(nn.Dense(500)(x)))
     return nn.Dense(10)(x)

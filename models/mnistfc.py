@@ -7,7 +7,7 @@
 import flax.linen as nn
 import jax
 
-from models.layers import batch_norm
+from models.layers import Dropout, batch_norm
 
 
 class MnistFC(nn.Module):
@@ -16,21 +16,25 @@ class MnistFC(nn.Module):
   Attributes:
     axis_name: device axis over which BatchNorm averages batch statistics.
     hidden: width of the two hidden layers.
-    dropout: dropout rate on the input and hidden layers.
+    dropout_rate: dropout rate on the input and hidden layers.
   """
 
   axis_name: str | None = None
   hidden: int = 1024
-  dropout: float = 0.2
+  dropout_rate: float = 0.2
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(
+      self, x: jax.Array, *, train: bool, dropout: bool | None = None
+  ) -> jax.Array:
+    """Logits; ``train`` selects batch statistics, ``dropout`` (default: ``train``) the masks."""
+    deterministic = not (train if dropout is None else dropout)
     norm = lambda: batch_norm(train, self.axis_name)
-    drop = lambda: nn.Dropout(self.dropout, deterministic=not train)
+    drop = lambda x: Dropout(self.dropout_rate, self.axis_name)(x, deterministic=deterministic)
     x = x.reshape((x.shape[0], -1))
-    x = drop()(x)
+    x = drop(x)
     x = norm()(nn.relu(nn.Dense(self.hidden)(x)))
-    x = drop()(x)
-    x = drop()(nn.relu(nn.Dense(self.hidden)(x)))
+    x = drop(x)
+    x = drop(nn.relu(nn.Dense(self.hidden)(x)))
     x = norm()(x)
     return nn.Dense(10)(x)

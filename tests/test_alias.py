@@ -83,3 +83,24 @@ def test_entropy_sgd_weight_decay_acts_inside_the_inner_loop():
 def test_bad_hyperparameters_are_refused_by_name(make, name):
   with pytest.raises(ValueError, match=name):
     make()
+
+
+OPTIMIZERS = {
+    "entropy_sgd": lambda **kw: entropix.entropy_sgd(0.5, gamma=0.3, noise=1e-2, inner_steps=5, **kw),
+    "hj": lambda **kw: entropix.hj(0.5, gamma=0.3, **kw),
+    "heat": lambda **kw: entropix.heat(0.5, sigma=0.1, samples=5, **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("unroll", [2, True])
+def test_unrolling_the_loop_changes_no_number(name, unroll):
+  make = OPTIMIZERS[name]
+  assert_same(jax.jit(lambda: two_updates(make(unroll=unroll)))(), two_updates(make()))
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "all"])
+def test_bad_unroll_is_refused_by_name(name, bad):
+  with pytest.raises(ValueError, match="unroll"):
+    OPTIMIZERS[name](unroll=bad)

@@ -44,23 +44,36 @@ def test_train_flag_switches_dropout_and_batchnorm(name):
   np.testing.assert_allclose(model.apply(variables, x[:1], train=False), e1[:1], rtol=1e-5, atol=1e-5)
 
 
-def test_batchnorm_statistics_span_devices():
-  # Without dropout (whose masks depend on the split), 4 devices of 2 samples
-  # give the BatchNorm statistics of one batch of 8.
-  _, variables, x = init("lenet", batch=8)
-  model = models.LeNet(axis_name="batch", dropout=0.0)
-  single = models.LeNet(dropout=0.0)
-  _, want = single.apply(variables, x, train=True, rngs={"dropout": jax.random.PRNGKey(0)},
-                         mutable=["batch_stats"])
+@pytest.mark.parametrize("name", list(COUNTS))
+def test_batch_split_across_devices_changes_nothing(name):
+  # 4 devices x 2 examples give the logits and BatchNorm statistics of one
+  # batch of 8: BN reduces over the device axis and each example's dropout
+  # mask depends only on its position in the global batch.
+  _, variables, x = init(name, batch=8)
+  rngs = {"dropout": jax.random.PRNGKey(5)}
+  want = models.create(name).apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+  split = models.create(name, axis_name="batch")
 
-  def stats(xs):
-    _, new = model.apply(variables, xs, train=True, rngs={"dropout": jax.random.PRNGKey(0)},
-                         mutable=["batch_stats"])
-    return new
+  def apply(xs):
+    return split.apply(variables, xs, train=True, rngs=rngs, mutable=["batch_stats"])
 
-  got = jax.pmap(stats, axis_name="batch", devices=jax.devices()[:4])(x.reshape(4, 2, 28, 28, 1))
-  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+  got = jax.pmap(apply, axis_name="batch", devices=jax.devices()[:4])(x.reshape(4, 2, *x.shape[1:]))
+  np.testing.assert_allclose(got[0].reshape(8, -1), want[0], rtol=1e-4, atol=1e-5)
+  for g, w in zip(jax.tree.leaves(got[1]), jax.tree.leaves(want[1])):
     np.testing.assert_allclose(g[0], w, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(COUNTS))
+def test_dropout_false_keeps_batch_statistics(name):
+  model, variables, x = init(name)
+  run = lambda **kw: model.apply(variables, x, train=True, mutable=["batch_stats"], **kw)
+  quiet, stats = run(dropout=False)  # no "dropout" rng needed
+  no_drop = models.create(name).clone(**({} if name == "allcnn" else {"dropout_rate": 0.0}))
+  if name != "allcnn":
+    np.testing.assert_allclose(
+        quiet, no_drop.apply(variables, x, train=True, mutable=["batch_stats"])[0], rtol=1e-6)
+  assert not np.allclose(quiet, model.apply(variables, x, train=False), atol=1e-3)  # batch stats
+  assert not np.allclose(quiet, run(rngs={"dropout": jax.random.PRNGKey(0)})[0], atol=1e-3)
 
 
 def test_unknown_model_is_refused_by_name():
