@@ -167,6 +167,24 @@ def load_cifar10(directory: str | pathlib.Path) -> Dataset:
   return Dataset(**splits)
 
 
+def load_cifar10_tfds(data_dir: str | pathlib.Path | None = None) -> Dataset:
+  """CIFAR-10 through tensorflow-datasets (``pip install -e ".[tfds]"``).
+
+  tfds downloads the dataset into ``data_dir`` (default ``~/tensorflow_datasets``)
+  the first time and verifies it; raw uint8 images, as :func:`load_cifar10`.
+  """
+  try:
+    import tensorflow_datasets as tfds
+  except ImportError:
+    raise DataError(
+        "CIFAR-10 through tensorflow-datasets: it is not installed (pip install -e '.[tfds]'); "
+        "or pass a cifar-10-batches-bin directory"
+    ) from None
+  train, test = tfds.as_numpy(tfds.load(
+      "cifar10", split=["train", "test"], batch_size=-1, as_supervised=True, data_dir=data_dir))
+  return Dataset(train[0], train[1].astype(np.int32), test[0], test[1].astype(np.int32))
+
+
 def global_contrast_normalize(
     images: np.ndarray, scale: float = 55.0, min_divisor: float = 1e-8
 ) -> np.ndarray:

@@ -375,20 +375,20 @@ def _axis() -> tuple[jax.Array, int]:
   return lax.axis_index(AXIS), lax.axis_size(AXIS)
 
 
-def make_train_step(
-    model: Any, tx: optax.GradientTransformationExtraArgs, config: Config,
-    num_train: int, prep: Preprocess, seed_key: jax.Array,
-) -> Callable[[TrainState, Data], tuple[TrainState, dict[str, jax.Array]]]:
-  """The per-device update: draws L minibatches on the device, then one update.
+def make_batch_sampler(
+    config: Config, num_train: int, seed_key: jax.Array
+) -> Callable[[jax.Array, jax.Array, jax.Array], tuple[tuple[jax.Array, jax.Array], jax.Array]]:
+  """``draw(perm, perm_epoch, first) -> ((perm, perm_epoch), rows)``: L minibatches.
 
   Minibatch j (counted over the whole run) is rows ``(j mod E) * B ...`` of
-  the permutation of epoch ``j // E`` (E = N // B minibatches per epoch; the
-  N mod B left-over examples change every epoch); its dropout key is
-  ``fold_in(key, j)``. Device d takes columns ``d * B/n ...`` of it.
+  the permutation of epoch ``j // E``, E = N // B minibatches per epoch (the
+  N mod B left-over examples change every epoch). ``rows`` is int32[L, B];
+  ``perm`` caches the permutation of ``perm_epoch`` so a new one is drawn
+  once per epoch, not per minibatch.
   """
   num_backprops = backprops_per_update(config)
   batch, per_epoch = config.batch_size, num_train // config.batch_size
-  data_key, dropout_key = jax.random.fold_in(seed_key, 1), jax.random.fold_in(seed_key, 2)
+  data_key = jax.random.fold_in(seed_key, 1)
 
   def draw(perm, perm_epoch, first):
     def one(carry, i):
@@ -404,9 +404,26 @@ def make_train_step(
 
     return lax.scan(one, (perm, perm_epoch), jnp.arange(num_backprops))
 
+  return draw
+
+
+def make_train_step(
+    model: Any, tx: optax.GradientTransformationExtraArgs, config: Config,
+    num_train: int, prep: Preprocess, seed_key: jax.Array,
+) -> Callable[[TrainState, Data], tuple[TrainState, dict[str, jax.Array]]]:
+  """The per-device update: draws L minibatches on the device, then one update.
+
+  Device d of n takes columns ``d * B/n ...`` of each global minibatch drawn
+  by :func:`make_batch_sampler`; minibatch j's dropout key is
+  ``fold_in(key, j)``, the same on every device.
+  """
+  num_backprops = backprops_per_update(config)
+  draw = make_batch_sampler(config, num_train, seed_key)
+  dropout_key = jax.random.fold_in(seed_key, 2)
+
   def step(state, data):
     device, devices = _axis()
-    local = batch // devices
+    local = config.batch_size // devices
     first = state.step * num_backprops
     (perm, perm_epoch), rows = draw(state.perm, state.perm_epoch, first)
     rows = lax.dynamic_slice_in_dim(rows, device * local, local, axis=1)
@@ -476,19 +493,21 @@ def make_evaluate(
     per_device = eval_rows_per_device(devices)
     test_batches = data.test_x.shape[0] // (per_device * devices)
 
-    def add_test(sums, k):
+    def test_batch(_, k):
       rows = k * per_device * devices + device * per_device + jnp.arange(per_device)
       logits = model.apply({"params": state.params, "batch_stats": stats},
                            scale(data.test_x[rows]), train=False)
       y, w = data.test_y[rows], data.test_weight[rows]
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
       wrong = (jnp.argmax(logits, -1) != y).astype(jnp.float32)
-      return (sums[0] + jnp.sum(w * loss), sums[1] + jnp.sum(w * wrong)), None
+      return None, (jnp.sum(w * loss), jnp.sum(w * wrong))
 
-    (loss, wrong), _ = lax.scan(add_test, (0.0, 0.0), jnp.arange(test_batches))
-    count = jnp.sum(data.test_weight)
-    loss, wrong = lax.psum(loss, AXIS) / count, lax.psum(wrong, AXIS) / count
-    return state._replace(batch_stats=stats), {"val_loss": loss, "val_error": 100 * wrong}
+    # Per-batch sums as scan outputs: a carry would mix device-invariant
+    # zeros with device-varying sums, which shard_map's type check refuses.
+    _, (loss, wrong) = lax.scan(test_batch, None, jnp.arange(test_batches))
+    loss, wrong = jnp.sum(loss), jnp.sum(wrong)
+    # Sums, divided on the host: the error is an exact count.
+    return state._replace(batch_stats=stats), lax.psum({"loss": loss, "wrong": wrong}, AXIS)
 
   return evaluate
 
@@ -522,8 +541,11 @@ class _Parallel:
 
   def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
     if self.spmd == "shard_map":
-      return jax.jit(jax.shard_map(fn, mesh=self.mesh, in_specs=P(), out_specs=P()),
-                     donate_argnums=0)
+      # check_vma=False: pmap's semantics. With the check, jax.grad of a
+      # device-varying loss w.r.t. replicated params would psum the gradient
+      # on its own, and the step's explicit pmean would then give n times it.
+      mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=P(), out_specs=P(), check_vma=False)
+      return jax.jit(mapped, donate_argnums=0)
     return jax.pmap(fn, axis_name=AXIS, devices=self.devices, donate_argnums=0)
 
 
@@ -600,13 +622,15 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> RunRe
   workdir = pathlib.Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise ConfigError(f"--workdir {workdir}: exists and is not a directory")
-  manager = _checkpoints(workdir)
-  latest = manager.latest_step()
+  latest = None
+  if (workdir / "checkpoints").is_dir():  # look without creating anything
+    latest = _checkpoints(workdir).latest_step()
   if latest is not None and not config.resume:
     raise ConfigError(f"--workdir {workdir} already holds checkpoints (newest: update {latest}); "
                       "pass --resume to continue that run, or choose another --workdir")
   dataset, prep = load_data(config)
   _check_dataset(dataset, config)
+  manager = _checkpoints(workdir)  # the first thing written
 
   num_train, batch = dataset.train_images.shape[0], config.batch_size
   num_backprops = backprops_per_update(config)
@@ -670,8 +694,10 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> RunRe
 
   def evaluation():
     nonlocal device_state
-    device_state, val = evaluate(device_state, data)
-    val = {k: float(v) for k, v in par.get(val).items()}
+    device_state, totals = evaluate(device_state, data)
+    totals = par.get(totals)
+    val = {"val_loss": float(totals["loss"]) / n_test,
+           "val_error": 100 * round(float(totals["wrong"])) / n_test}
     if not math.isfinite(val["val_loss"]):
       raise TrainingDiverged(f"validation loss is {val['val_loss']} after update {step} "
                              f"(effective epoch {epochs_at(step):.3f}); stopped: {checkpoint_note()}")

@@ -149,3 +149,21 @@ def test_gcn_then_zca_whitens_the_training_set(tmp_path):
   np.testing.assert_array_equal(again.matrix, zca.matrix)
   other = ip.fit_zca(gcn[:100], cache_dir=tmp_path)
   assert len(list(tmp_path.glob("zca-*.npz"))) == 2 and other.matrix.shape == zca.matrix.shape
+
+
+def test_tfds_path_converts_and_names_the_missing_package(monkeypatch):
+  import sys
+  import types
+
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails
+  with pytest.raises(ip.DataError, match="tensorflow-datasets"):
+    ip.load_cifar10_tfds()
+  images = np.zeros((4, 32, 32, 3), np.uint8)
+  labels = np.arange(4, dtype=np.int64)
+  fake = types.SimpleNamespace(
+      load=lambda name, split, batch_size, as_supervised, data_dir: [(images, labels)] * 2,
+      as_numpy=lambda tree: tree,
+  )
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+  dataset = ip.load_cifar10_tfds()
+  assert dataset.train_images.shape == (4, 32, 32, 3) and dataset.test_labels.dtype == np.int32
