@@ -30,6 +30,7 @@ Example (a 5-effective-epoch LeNet run)::
 import argparse
 import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -141,7 +142,9 @@ class Config:
   progress: bool = True
 
 
-# Fields that may differ between a run and its --resume.
+# Fields that may differ between a run and its --resume. Another device count
+# or spmd continues the same trajectory up to float reassociation (not to the
+# bit); the data may move, but must be the same (a fingerprint is checked).
 RESUMABLE_CHANGES = ("effective_epochs", "resume", "devices", "spmd", "data_dir", "progress")
 
 
@@ -229,6 +232,8 @@ def resolve(config: Config) -> Config:
   _number("weight_decay", config.weight_decay, lambda v: v >= 0, ">= 0")
   _number("eval_every", config.eval_every, positive, "> 0")
   _integer("seed", config.seed, 0)
+  if config.seed >= 2**32:
+    _fail("seed", config.seed, "< 2**32")
   if config.devices is not None:
     _integer("devices", config.devices, 1)
   checks = {
@@ -258,13 +263,33 @@ def lr_schedule(config: Config, updates_per_epoch: float) -> optax.Schedule:
   of effective epochs: lr / 5 every 60 effective epochs, for all optimizers.
   """
   if config.lr_schedule is None:
-    count = int(math.ceil(config.effective_epochs / LR_DECAY_EVERY)) - 1
-    pairs = [(LR_DECAY_EVERY * k, config.lr * LR_DECAY**k) for k in range(1, count + 1)]
+    # Independent of the budget, so a run extended by --resume anneals like
+    # one started with the larger budget (40 steps: lr * 1e-28, the floor).
+    pairs = [(LR_DECAY_EVERY * k, config.lr * LR_DECAY**k) for k in range(1, 41)]
   else:
     pairs = list(parse_lr_schedule(config.lr_schedule))
   values = [config.lr] + [lr for _, lr in pairs]
-  boundaries = [max(1, round(epoch * updates_per_epoch)) for epoch, _ in pairs]
+  # Update k spans effective epochs [k, k + 1) / updates_per_epoch: the first
+  # one that starts at or after E uses the new rate.
+  boundaries = [first_update_at(epoch, updates_per_epoch) for epoch, _ in pairs]
   return optax.join_schedules([optax.constant_schedule(v) for v in values], boundaries)
+
+
+def first_update_at(epoch: float, updates_per_epoch: float) -> int:
+  """The first update that starts at or after effective epoch ``epoch``."""
+  return max(1, math.ceil(epoch * updates_per_epoch - 1e-9))
+
+
+def gamma_schedule(config: Config) -> optax.ScalarOrSchedule:
+  """gamma0 (1 + scoping)^k, capped at 1 / inner_lr (past 2 / inner_lr the inner loop diverges).
+
+  Without the cap the default HJ run on mnistfc (18,750 updates) would take
+  gamma from 1e-4 to 1.4e4.
+  """
+  if not config.scoping:
+    return config.gamma
+  ceiling = max(config.gamma, 1 / config.inner_lr)
+  return entropix.scoping(config.gamma, config.scoping, end_value=ceiling)
 
 
 def make_optimizer(
@@ -279,7 +304,7 @@ def make_optimizer(
   12 s), and nothing elsewhere (mnistfc: 9.5 ms rolled, 12.1 ms unrolled).
   """
   lr = lr_schedule(config, updates_per_epoch)
-  unroll = config.unroll or (True if platform == "cpu" and config.model in CONVOLUTIONAL else 1)
+  unroll = config.unroll or (platform == "cpu" and config.model in CONVOLUTIONAL)
   if config.optimizer == "sgd":
     return optax.with_extra_args_support(optax.chain(
         optax.add_decayed_weights(config.weight_decay),
@@ -293,8 +318,7 @@ def make_optimizer(
     return entropix.heat(lr, sigma=sigma, samples=config.samples, momentum=config.momentum,
                          weight_decay=config.weight_decay, key=key, axis_name=AXIS,
                          unroll=unroll)
-  gamma = entropix.scoping(config.gamma, config.scoping) if config.scoping else config.gamma
-  common = dict(gamma=gamma, inner_steps=config.inner_steps, inner_lr=config.inner_lr,
+  common = dict(gamma=gamma_schedule(config), inner_steps=config.inner_steps, inner_lr=config.inner_lr,
                 momentum=config.momentum, weight_decay=config.weight_decay, axis_name=AXIS,
                 unroll=unroll)
   if config.optimizer == "hj":
@@ -352,6 +376,12 @@ def _check_dataset(dataset: input_pipeline.Dataset, config: Config) -> None:
   n = dataset.train_images.shape[0]
   if n < config.batch_size:
     raise ConfigError(f"--batch-size {config.batch_size}: larger than the {n} training examples")
+  if dataset.test_images.shape[0] == 0:
+    raise ConfigError(f"--data-dir {config.data_dir}: the test set is empty")
+  one_update = config.batch_size * backprops_per_update(config) / n
+  if config.effective_epochs < one_update:
+    raise ConfigError(f"--effective-epochs {config.effective_epochs}: less than one update, "
+                      f"which costs {one_update:.4g} effective epochs here")
   if dataset.num_classes > 10:
     raise ConfigError(f"the dataset has {dataset.num_classes} classes; the networks have 10 outputs")
 
@@ -559,7 +589,8 @@ def select_devices(config: Config) -> list[jax.Device]:
         f"simulate more with XLA_FLAGS=--xla_force_host_platform_device_count={n}"
     )
   if config.batch_size % n:
-    raise ConfigError(f"--batch-size {config.batch_size} is not divisible by --devices {n}")
+    hint = "" if config.devices else " (all local devices; choose fewer with --devices)"
+    raise ConfigError(f"--batch-size {config.batch_size} is not divisible by --devices {n}{hint}")
   return available[:n]
 
 
@@ -579,13 +610,36 @@ def _save(manager: Any, step: int, state: TrainState, meta: dict[str, Any]) -> N
       meta=ocp.args.JsonSave(meta)))
 
 
-def _restore(manager: Any, step: int, like: TrainState) -> tuple[TrainState, dict[str, Any]]:
+def _restore(manager: Any, step: int, like: TrainState) -> TrainState:
   import orbax.checkpoint as ocp
 
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
   restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-  return jax.tree.map(np.asarray, restored.state), restored.meta
+      state=ocp.args.StandardRestore(abstract)))
+  return jax.tree.map(np.asarray, restored.state)
+
+
+def _restore_meta(manager: Any, step: int) -> dict[str, Any]:
+  import orbax.checkpoint as ocp
+
+  return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+
+def _check_resumable(saved: dict[str, Any], now: dict[str, Any], workdir: pathlib.Path) -> None:
+  changed = [k for k in saved.keys() | now.keys()
+             if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)]
+  if changed:
+    raise ConfigError("--resume: the checkpoint in {} was made with different {}".format(
+        workdir, ", ".join(f"--{k.replace('_', '-')} ({saved.get(k)!r}, now {now.get(k)!r})"
+                           for k in sorted(changed))))
+
+
+def _fingerprint(dataset: input_pipeline.Dataset) -> str:
+  """A short hash of the labels and shapes: a resumed run must see the same data."""
+  digest = hashlib.sha256(repr((dataset.train_images.shape, dataset.test_images.shape)).encode())
+  for labels in (dataset.train_labels, dataset.test_labels):
+    digest.update(np.ascontiguousarray(labels, np.int32).tobytes())
+  return digest.hexdigest()[:16]
 
 
 def _write_atomic(path: pathlib.Path, text: str) -> None:
@@ -600,6 +654,45 @@ class RunResult(NamedTuple):
   summary: dict[str, Any]  # the JSON printed last by the CLI
   history: list[dict[str, Any]]  # the records of metrics.jsonl
   state: TrainState  # final state, on the host
+
+
+class Run(NamedTuple):
+  """The pieces of a run, built by :func:`build_run`."""
+
+  par: _Parallel
+  state: TrainState  # initial state, on the host
+  data: Data  # on the devices
+  train_step: Callable[[Any, Data], tuple[Any, dict[str, jax.Array]]]  # compiled
+  evaluate: Callable[[Any, Data], tuple[Any, dict[str, jax.Array]]]  # compiled
+
+
+def build_run(
+    config: Config, dataset: input_pipeline.Dataset, prep: Preprocess,
+    devices: Sequence[jax.Device],
+) -> Run:
+  """Initial state, the data on ``devices`` and the compiled step and evaluation."""
+  num_train = dataset.train_images.shape[0]
+  per_epoch = num_train / (config.batch_size * backprops_per_update(config))
+  seed_key = jax.random.PRNGKey(config.seed)
+  model = models.create(config.model, axis_name=AXIS)
+  tx = make_optimizer(config, per_epoch, jax.random.fold_in(seed_key, 3), devices[0].platform)
+  x0 = (dataset.train_images[:1].astype(np.float32) - prep.shift) * prep.scale
+  variables = model.init(jax.random.fold_in(seed_key, 0), x0, train=False)
+  state = TrainState(
+      step=np.zeros((), np.int32), params=variables["params"],
+      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]),
+      perm=np.zeros(num_train, np.int32), perm_epoch=np.full((), -1, np.int32))
+  par = _Parallel(devices, config.spmd)
+  n_test = dataset.test_images.shape[0]
+  pad = -n_test % (eval_rows_per_device(len(devices)) * len(devices))
+  padded = lambda a: np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
+  data = par.put(Data(
+      dataset.train_images, dataset.train_labels.astype(np.int32),
+      padded(dataset.test_images), padded(dataset.test_labels.astype(np.int32)),
+      padded(np.ones(n_test, np.float32))))
+  return Run(par, jax.tree.map(np.asarray, state), data,
+             par.compile(make_train_step(model, tx, config, num_train, prep, seed_key)),
+             par.compile(make_evaluate(model, config, num_train, prep)))
 
 
 def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> RunResult:
@@ -622,14 +715,24 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> RunRe
   workdir = pathlib.Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise ConfigError(f"--workdir {workdir}: exists and is not a directory")
-  latest = None
+  latest, meta = None, None
+  record = dataclasses.asdict(config)
   if (workdir / "checkpoints").is_dir():  # look without creating anything
-    latest = _checkpoints(workdir).latest_step()
-  if latest is not None and not config.resume:
-    raise ConfigError(f"--workdir {workdir} already holds checkpoints (newest: update {latest}); "
-                      "pass --resume to continue that run, or choose another --workdir")
+    existing = _checkpoints(workdir)
+    latest = existing.latest_step()
+    if latest is not None and not config.resume:
+      raise ConfigError(f"--workdir {workdir} already holds checkpoints (newest: update "
+                        f"{latest}); pass --resume to continue that run, or choose another "
+                        "--workdir")
+    if latest is not None:
+      meta = _restore_meta(existing, latest)
+      _check_resumable(meta["config"], record, workdir)
   dataset, prep = load_data(config)
   _check_dataset(dataset, config)
+  fingerprint = _fingerprint(dataset)
+  if meta is not None and meta.get("data") != fingerprint:
+    raise ConfigError(f"--resume: the checkpoint in {workdir} was trained on other data "
+                      f"({meta.get('data')}, now {fingerprint})")
   manager = _checkpoints(workdir)  # the first thing written
 
   num_train, batch = dataset.train_images.shape[0], config.batch_size
@@ -637,50 +740,27 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> RunRe
   per_epoch = num_train / (batch * num_backprops)  # updates per effective epoch
   epochs_at = lambda step: step / per_epoch
   total = math.ceil(config.effective_epochs * per_epoch - 1e-9)
-  evals = {math.ceil(k * config.eval_every * per_epoch - 1e-9)
-           for k in range(1, math.ceil(config.effective_epochs / config.eval_every) + 1)}
-  evals = {s for s in evals if s < total} | {total}
 
-  seed_key = jax.random.PRNGKey(config.seed)
-  model = models.create(config.model, axis_name=AXIS)
+  def is_eval(step: int) -> bool:  # the first update at or past each multiple of eval_every
+    marks = lambda s: math.floor(s / (config.eval_every * per_epoch) + 1e-9)
+    return step == total or marks(step) > marks(step - 1)
+
   lr = lr_schedule(config, per_epoch)
-  tx = make_optimizer(config, per_epoch, jax.random.fold_in(seed_key, 3), devices[0].platform)
-  x0 = (dataset.train_images[:1].astype(np.float32) - prep.shift) * prep.scale
-  variables = model.init(jax.random.fold_in(seed_key, 0), x0, train=False)
-  state = TrainState(
-      step=np.zeros((), np.int32), params=variables["params"],
-      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]),
-      perm=np.zeros(num_train, np.int32), perm_epoch=np.full((), -1, np.int32))
-  state = jax.tree.map(np.asarray, state)
+  run = build_run(config, dataset, prep, devices)
+  state, par = run.state, run.par
   history: list[dict[str, Any]] = []
-  record = dataclasses.asdict(config)
   if latest is not None:
-    state, meta = _restore(manager, latest, state)
-    changed = [k for k, v in meta["config"].items()
-               if k not in RESUMABLE_CHANGES and record.get(k) != v]
-    if changed:
-      raise ConfigError("--resume: the checkpoint in {} was made with different {}".format(
-          workdir, ", ".join(f"--{k.replace('_', '-')} ({meta['config'][k]!r}, now {record[k]!r})"
-                             for k in changed)))
-    history = meta["history"]
     if latest > total:
       raise ConfigError(f"--effective-epochs {config.effective_epochs}: the checkpoint is already "
                         f"at {epochs_at(latest):.3f} effective epochs")
+    state = _restore(manager, latest, state)
+    history = meta["history"]
   _write_atomic(workdir / "config.json", json.dumps(record, indent=2) + "\n")
   metrics_path = workdir / "metrics.jsonl"
   _write_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
 
-  par = _Parallel(devices, config.spmd)
   n_test = dataset.test_images.shape[0]
-  chunk = eval_rows_per_device(len(devices)) * len(devices)
-  pad = -n_test % chunk
-  padded = lambda a: np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
-  data = par.put(Data(
-      dataset.train_images, dataset.train_labels.astype(np.int32),
-      padded(dataset.test_images), padded(dataset.test_labels.astype(np.int32)),
-      padded(np.ones(n_test, np.float32))))
-  train_step = par.compile(make_train_step(model, tx, config, num_train, prep, seed_key))
-  evaluate = par.compile(make_evaluate(model, config, num_train, prep))
+  data, train_step, evaluate = run.data, run.train_step, run.evaluate
   step = int(state.step)
   device_state = par.put(state)
 
@@ -691,9 +771,11 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> RunRe
     return f"the last good checkpoint is {manager.directory / str(saved)} (update {saved})"
 
   sums = [0.0, 0.0, 0]  # train loss, error, updates since the last evaluation
+  timer = {"t0": None, "steps": 0}  # for backprops/s
 
   def evaluation():
     nonlocal device_state
+    began = time.perf_counter()
     device_state, totals = evaluate(device_state, data)
     totals = par.get(totals)
     val = {"val_loss": float(totals["loss"]) / n_test,
@@ -703,15 +785,17 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> RunRe
                              f"(effective epoch {epochs_at(step):.3f}); stopped: {checkpoint_note()}")
     history.append({
         "step": step, "backprops": step * num_backprops,
-        "effective_epochs": round(epochs_at(step), 6), "lr": float(lr(step)),
+        "effective_epochs": round(epochs_at(step), 6), "lr": float(f"{float(lr(max(step - 1, 0))):.7g}"),
         "train_loss": sums[0] / sums[2] if sums[2] else None,
         "train_error": 100 * sums[1] / sums[2] if sums[2] else None,
         **val,
     })
     sums[:] = [0.0, 0.0, 0]
     _save(manager, step, par.get(device_state),
-          {"config": record, "history": history})
+          {"config": record, "data": fingerprint, "history": history})
     _write_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+    if timer["t0"] is not None:
+      timer["t0"] += time.perf_counter() - began  # backprops/s counts training only
 
   from tqdm import tqdm  # the CLI's dependency, not the library's
 
@@ -719,7 +803,6 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> RunRe
              disable=not config.progress, file=sys.stderr, mininterval=0.5,
              bar_format="{percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} effective epochs "
                         "[{elapsed}<{remaining}{postfix}]")
-  timer = {"t0": None, "steps": 0}
 
   def log(done: int, metrics: dict[str, jax.Array]) -> None:
     loss, error = (float(v) for v in par.get((metrics["loss"], metrics["error"])))
@@ -750,7 +833,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> RunRe
       if pending is not None:
         log(*pending)  # one update late, so the host never waits for the device
       pending = (step, metrics)
-      if step in evals:
+      if is_eval(step):
         log(*pending)
         pending = None
         evaluation()
@@ -802,7 +885,8 @@ def build_parser() -> argparse.ArgumentParser:
   add("--gamma", type=float,
       help=f"entropy-sgd, hj: coupling strength gamma0 (default: {_per_model(GAMMA)})")
   add("--scoping", type=float,
-      help="entropy-sgd, hj: gamma grows by a factor 1 + SCOPING per update; heat: sigma^2 "
+      help="entropy-sgd, hj: gamma grows by a factor 1 + SCOPING per update, up to "
+           "1 / inner_lr (beyond 2 / inner_lr the inner loop diverges); heat: sigma^2 "
            f"shrinks by it; 0 turns scoping off (default: {_per_model(SCOPING)})")
   add("--inner-steps", type=int, metavar="L",
       help="entropy-sgd, hj: backprops per update, the inner loop length (default: "
@@ -840,7 +924,7 @@ def build_parser() -> argparse.ArgumentParser:
            "allcnn: a cifar-10-batches-bin directory, or 'tfds' (default: none, required)")
   add("--workdir", metavar="DIR",
       help="receives config.json, metrics.jsonl and checkpoints/ "
-           "(default: runs/MODEL-OPTIMIZER-seedSEED-TIMESTAMP)")
+           "(default: runs/MODEL-OPTIMIZER-seedSEED-TIMESTAMP-PID)")
   add("--resume", action="store_true",
       help="continue from the newest checkpoint in --workdir up to --effective-epochs "
            "(starts afresh if there is none) (default: off)")
@@ -868,7 +952,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args["resume"]:
       parser.error("--resume needs --workdir (the run to continue)")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    workdir = f"runs/{args['model']}-{args['optimizer']}-seed{args['seed']}-{stamp}"
+    workdir = f"runs/{args['model']}-{args['optimizer']}-seed{args['seed']}-{stamp}-{os.getpid()}"
   try:
     config = resolve(Config(**args))
     result = train_and_evaluate(config, workdir)

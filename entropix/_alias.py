@@ -31,7 +31,7 @@ def entropy_sgd(
     key: int | jax.Array = 0,
     axis_name: str | None = None,
     sampler: _noise.Sampler = "binomial",
-    unroll: int | bool = 1,
+    unroll: int | bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Entropy-SGD: descent on the local entropy (paper Sec. 7.1).
 
@@ -101,7 +101,7 @@ def hj(
     weight_decay: float = 0.0,
     inner_momentum: float = 0.0,
     axis_name: str | None = None,
-    unroll: int | bool = 1,
+    unroll: int | bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""HJ: descent on the non-viscous Hamilton-Jacobi solution (paper Sec. 7.2).
 
@@ -162,7 +162,7 @@ def heat(
     key: int | jax.Array = 0,
     axis_name: str | None = None,
     sampler: _noise.Sampler = "normal",
-    unroll: int | bool = 1,
+    unroll: int | bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""HEAT: descent on the heat-smoothed loss (paper Sec. 7.3, Eq. 35).
 

@@ -111,9 +111,15 @@ def cast_like(tree: Any, like: Any) -> Any:
   return jax.tree.map(lambda t, l: t.astype(jnp.asarray(l).dtype), tree, like)
 
 
-def check_unroll(unroll: int | bool) -> None:
-  """``lax.scan``'s unroll: True, False or an int >= 1."""
+def check_unroll(unroll: Any) -> int | bool:
+  """``lax.scan``'s unroll, static: True, False or an int >= 1."""
   if isinstance(unroll, bool):
-    return
-  if not isinstance(unroll, int) or unroll < 1:
+    return unroll
+  if isinstance(unroll, jax.core.Tracer):
+    raise ValueError(
+        "unroll must be static; with optax.inject_hyperparams pass static_args=('unroll',)"
+    )
+  value = np.asarray(unroll)
+  if value.ndim or value.dtype.kind not in "iu" or int(value) < 1:
     raise ValueError(f"unroll={unroll!r}: must be True, False or an int >= 1")
+  return int(value)

@@ -35,7 +35,7 @@ def local_entropy(
     key: int | jax.Array = 0,
     axis_name: str | None = None,
     sampler: _noise.Sampler = "binomial",
-    unroll: int | bool = 1,
+    unroll: int | bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Replaces the gradient at ``x`` by the gradient of the local entropy.
 
@@ -110,8 +110,9 @@ def local_entropy(
       (Gaussian from the same hash) or ``"threefry"`` (``jax.random.normal``,
       slowest); see ``entropix/_noise.py``.
     unroll: loop iterations per compiled loop body, passed to ``lax.scan``
-      (``True``: the whole loop). 1 keeps compile time independent of the
-      loop length; unrolling helps where XLA runs a loop body slower than
+      (``True``: the whole loop). ``False`` (1; a bool, so that
+      ``optax.inject_hyperparams`` leaves it static) keeps compile time
+      independent of the loop length; unrolling helps where XLA runs a loop body slower than
       straight-line code, e.g. convolutions on CPU (jax-ml/jax#12868).
 
   Returns:
@@ -131,7 +132,7 @@ def local_entropy(
   _base.check("inner_momentum", inner_momentum, lambda v: 0 <= v < 1, "in [0, 1)")
   _base.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
   _noise.check_sampler(sampler)
-  _base.check_unroll(unroll)
+  unroll = _base.check_unroll(unroll)
   _base.check_key(key)
   # Terms that are concretely zero are left out of the compiled loop.
   use_noise = _base.concrete(noise) != 0.0

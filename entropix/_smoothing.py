@@ -30,7 +30,7 @@ def gaussian_smoothing(
     key: int | jax.Array = 0,
     axis_name: str | None = None,
     sampler: _noise.Sampler = "normal",
-    unroll: int | bool = 1,
+    unroll: int | bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Replaces the gradient by a Monte-Carlo gradient of the heat-smoothed loss.
 
@@ -75,8 +75,9 @@ def gaussian_smoothing(
       (cheaper, a standardised Binomial(32, 1/2) kernel whose characteristic
       function differs from the Gaussian's by 0.5% at :math:`\sigma |k| = 1`).
     unroll: loop iterations per compiled loop body, passed to ``lax.scan``
-      (``True``: the whole loop). 1 keeps compile time independent of the
-      loop length; unrolling helps where XLA runs a loop body slower than
+      (``True``: the whole loop). ``False`` (1; a bool, so that
+      ``optax.inject_hyperparams`` leaves it static) keeps compile time
+      independent of the loop length; unrolling helps where XLA runs a loop body slower than
       straight-line code, e.g. convolutions on CPU (jax-ml/jax#12868).
 
   Returns:
@@ -87,7 +88,7 @@ def gaussian_smoothing(
   _base.check("sigma", sigma, lambda v: v >= 0, ">= 0")
   count = _base.check_int("samples", samples, 1)
   _noise.check_sampler(sampler)
-  _base.check_unroll(unroll)
+  unroll = _base.check_unroll(unroll)
   _base.check_key(key)
 
   def init_fn(params: optax.Params) -> GaussianSmoothingState:

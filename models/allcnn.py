@@ -16,7 +16,8 @@ class AllCNN(nn.Module):
   """All-CNN-C (Springenberg et al., 2015) with BatchNorm after every conv.
 
   Attributes:
-    axis_name: device axis over which BatchNorm averages batch statistics.
+    axis_name: device axis the batch is split over: BatchNorm averages its
+      statistics over it, dropout masks follow each example's global position.
   """
 
   axis_name: str | None = None
@@ -27,6 +28,7 @@ class AllCNN(nn.Module):
   ) -> jax.Array:
     """Logits; ``train`` selects batch statistics, ``dropout`` (default: ``train``) the masks."""
     deterministic = not (train if dropout is None else dropout)
+
     def conv_bn(x, features, kernel=3, stride=1):
       pad = 1 if kernel == 3 else 0
       x = nn.Conv(features, (kernel, kernel), strides=stride, padding=pad)(x)

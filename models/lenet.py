@@ -15,7 +15,8 @@ class LeNet(nn.Module):
   """LeNet with BatchNorm and dropout.
 
   Attributes:
-    axis_name: device axis over which BatchNorm averages batch statistics.
+    axis_name: device axis the batch is split over: BatchNorm averages its
+      statistics over it, dropout masks follow each example's global position.
     dropout_rate: dropout rate after each block and the hidden dense layer.
   """
 

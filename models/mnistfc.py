@@ -14,7 +14,8 @@ class MnistFC(nn.Module):
   """Fully connected MNIST classifier with BatchNorm and dropout.
 
   Attributes:
-    axis_name: device axis over which BatchNorm averages batch statistics.
+    axis_name: device axis the batch is split over: BatchNorm averages its
+      statistics over it, dropout masks follow each example's global position.
     hidden: width of the two hidden layers.
     dropout_rate: dropout rate on the input and hidden layers.
   """

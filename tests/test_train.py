@@ -292,6 +292,11 @@ BAD = [
     (["--lr-schedule", "5:0.1,2:0.01"], "epochs must increase"),
     (["--lr-schedule", "five"], "is not EPOCH:LR"),
     (["--batch-size", "0"], "--batch-size 0"),
+    (["--seed", "-1"], "--seed -1"),
+    (["--seed", str(2**32)], "< 2**32"),
+    (["--eval-every", "0"], "--eval-every 0"),
+    (["--unroll", "0"], "--unroll 0"),
+    (["--optimizer", "sgd", "--unroll", "2"], "--unroll does not apply"),
     (["--devices", "0"], "--devices 0"),
     (["--devices", "999"], "XLA_FLAGS"),
     (["--devices", "3"], "not divisible by --devices 3"),
@@ -321,3 +326,27 @@ def test_bad_flags_are_refused_before_any_work(argv, message, tmp_path, capsys, 
   assert exit_info.value.code == 2
   assert message in capsys.readouterr().err
   assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+def test_scoping_stops_where_the_inner_loop_would_diverge():
+  cfg = train.resolve(train.Config(optimizer="hj"))  # mnistfc: gamma0 1e-4, scoping 1e-3
+  gamma = train.gamma_schedule(cfg)
+  assert float(gamma(0)) == pytest.approx(1e-4)
+  assert float(gamma(1000)) == pytest.approx(1e-4 * 1.001**1000, rel=1e-4)
+  assert float(gamma(18_750)) == pytest.approx(1 / cfg.inner_lr)  # not 1.4e4
+  assert train.gamma_schedule(train.resolve(train.Config(scoping=0.0))) == 1e-4
+
+
+def test_budgets_below_one_update_and_other_data_are_refused(mnist_dir, tmp_path):
+  with pytest.raises(train.ConfigError, match="less than one update"):
+    run(config(mnist_dir, effective_epochs=0.01), tmp_path / "tiny")
+  assert not (tmp_path / "tiny").exists()
+  run(config(mnist_dir, optimizer="sgd", effective_epochs=0.25), tmp_path / "r")
+  other = tmp_path / "other"
+  other.mkdir()
+  for f in pathlib.Path(mnist_dir).iterdir():
+    data = f.read_bytes()
+    # Same shapes, other labels.
+    other.joinpath(f.name).write_bytes(data if "images" in f.name else data[:8] + data[8:][::-1])
+  with pytest.raises(train.ConfigError, match="other data"):
+    run(config(str(other), optimizer="sgd", effective_epochs=0.5, resume=True), tmp_path / "r")

@@ -1,0 +1,112 @@
+"""What feeding the data costs train.py, as a fraction of a training update.
+
+train.py keeps the training set on the device and draws the minibatches
+inside the compiled update. For each case below, on the bundled MNIST, one
+device, batch 128, this measures in one process:
+
+* ``step``: one compiled update of train.py (``train.build_run``), L
+  backprops plus everything else;
+* ``feed``: the feeding alone, compiled the same way: the same sampler (a
+  fresh permutation of the 60,000 examples once per epoch, its rows for the L
+  minibatches), the gathers of the images and labels, and the pixel scaling,
+  summed so that nothing is optimised away.
+
+``feed / step`` is the share of an update spent on data (target < 5%): an
+upper bound, since inside the update XLA may fuse the gather into the first
+layer. Medians over rounds that interleave the two. Writes
+results/data_feeding.json.
+
+Run: python benchmarks/data_feeding.py [--rounds 5] [--out results/data_feeding.json]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import train  # noqa: E402
+from overhead import machine  # noqa: E402
+
+CASES = (("mnistfc", "sgd"), ("mnistfc", "entropy-sgd"), ("lenet", "sgd"),
+         ("lenet", "entropy-sgd"))
+
+
+def make_feed(config, num_train, prep):
+  """train.py's data path, without the model: per device, like the step."""
+  num_backprops = train.backprops_per_update(config)
+  draw = train.make_batch_sampler(config, num_train, jax.random.PRNGKey(config.seed))
+
+  def feed(state, data):
+    device, devices = lax.axis_index(train.AXIS), lax.axis_size(train.AXIS)
+    local = config.batch_size // devices
+    (perm, epoch), rows = draw(state.perm, state.perm_epoch, state.step * num_backprops)
+    rows = lax.dynamic_slice_in_dim(rows, device * local, local, axis=1)
+    x = (data.train_x[rows].astype(jnp.float32) - prep.shift) * prep.scale
+    total = jnp.sum(x) + jnp.sum(data.train_y[rows])
+    return state._replace(step=state.step + 1, perm=perm, perm_epoch=epoch), {"sum": total}
+
+  return feed
+
+
+def per_call(fn, state, data, calls):
+  start = time.perf_counter()
+  for _ in range(calls):
+    state, out = fn(state, data)
+  jax.block_until_ready(out)
+  return state, (time.perf_counter() - start) / calls
+
+
+def measure(model, optimizer, rounds):
+  config = train.resolve(train.Config(model=model, optimizer=optimizer, devices=1))
+  dataset, prep = train.load_data(config)
+  run = train.build_run(config, dataset, prep, jax.local_devices()[:1])
+  feed = run.par.compile(make_feed(config, dataset.train_images.shape[0], prep))
+  step_state, feed_state = run.par.put(run.state), run.par.put(run.state)
+  step_state, first = per_call(run.train_step, step_state, run.data, 1)  # compiles
+  feed_state, _ = per_call(feed, feed_state, run.data, 1)
+  calls = max(2, int(0.5 / first)) if first < 0.5 else 2
+  steps, feeds = [], []
+  for _ in range(rounds):
+    step_state, t = per_call(run.train_step, step_state, run.data, calls)
+    steps.append(t)
+    # As many feeds as updates ran, so both cross epoch boundaries alike.
+    feed_state, t = per_call(feed, feed_state, run.data, calls)
+    feeds.append(t)
+  step, fed = statistics.median(steps), statistics.median(feeds)
+  return {
+      "model": model, "optimizer": optimizer,
+      "backprops_per_update": train.backprops_per_update(config),
+      "step_ms": round(1e3 * step, 3), "feed_ms": round(1e3 * fed, 3),
+      "feed_fraction": round(fed / step, 4),
+  }
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--out", default="results/data_feeding.json")
+  args = parser.parse_args()
+  cases = [measure(m, o, args.rounds) for m, o in CASES]
+  result = {
+      "date": datetime.date.today().isoformat(), "machine": machine(),
+      "rounds": args.rounds, "batch_size": 128, "cases": cases,
+  }
+  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(result, f, indent=2)
+  for case in cases:
+    print(json.dumps(case))
+
+
+if __name__ == "__main__":
+  main()
