@@ -437,6 +437,16 @@ def make_batch_sampler(
   return draw
 
 
+def draw_device_rows(
+    draw: Callable[..., Any], state: TrainState, config: Config
+) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+  """Per device: the new (perm, perm_epoch) and this device's rows, int32[L, B / n]."""
+  device, devices = _axis()
+  local = config.batch_size // devices
+  carry, rows = draw(state.perm, state.perm_epoch, state.step * backprops_per_update(config))
+  return carry, lax.dynamic_slice_in_dim(rows, device * local, local, axis=1)
+
+
 def make_train_step(
     model: Any, tx: optax.GradientTransformationExtraArgs, config: Config,
     num_train: int, prep: Preprocess, seed_key: jax.Array,
@@ -452,11 +462,8 @@ def make_train_step(
   dropout_key = jax.random.fold_in(seed_key, 2)
 
   def step(state, data):
-    device, devices = _axis()
-    local = config.batch_size // devices
     first = state.step * num_backprops
-    (perm, perm_epoch), rows = draw(state.perm, state.perm_epoch, first)
-    rows = lax.dynamic_slice_in_dim(rows, device * local, local, axis=1)
+    (perm, perm_epoch), rows = draw_device_rows(draw, state, config)
 
     def loss_fn(params, i):
       x = (data.train_x[rows[i]].astype(jnp.float32) - prep.shift) * prep.scale

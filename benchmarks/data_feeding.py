@@ -30,8 +30,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax import lax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import train  # noqa: E402
@@ -43,14 +41,10 @@ CASES = (("mnistfc", "sgd"), ("mnistfc", "entropy-sgd"), ("lenet", "sgd"),
 
 def make_feed(config, num_train, prep):
   """train.py's data path, without the model: per device, like the step."""
-  num_backprops = train.backprops_per_update(config)
   draw = train.make_batch_sampler(config, num_train, jax.random.PRNGKey(config.seed))
 
   def feed(state, data):
-    device, devices = lax.axis_index(train.AXIS), lax.axis_size(train.AXIS)
-    local = config.batch_size // devices
-    (perm, epoch), rows = draw(state.perm, state.perm_epoch, state.step * num_backprops)
-    rows = lax.dynamic_slice_in_dim(rows, device * local, local, axis=1)
+    (perm, epoch), rows = train.draw_device_rows(draw, state, config)
     x = (data.train_x[rows].astype(jnp.float32) - prep.shift) * prep.scale
     total = jnp.sum(x) + jnp.sum(data.train_y[rows])
     return state._replace(step=state.step + 1, perm=perm, perm_epoch=epoch), {"sum": total}
