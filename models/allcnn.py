@@ -9,7 +9,7 @@ global mean pool. Every conv: 3x3, padding 1 (the 1x1: none), bias, BN, ReLU
 import flax.linen as nn
 import jax
 
-from models.layers import Dropout, batch_norm
+from models.layers import modes
 
 
 class AllCNN(nn.Module):
@@ -27,20 +27,19 @@ class AllCNN(nn.Module):
       self, x: jax.Array, *, train: bool, dropout: bool | None = None
   ) -> jax.Array:
     """Logits; ``train`` selects batch statistics, ``dropout`` (default: ``train``) the masks."""
-    deterministic = not (train if dropout is None else dropout)
+    norm, drop = modes(train, dropout, self.axis_name)
 
     def conv_bn(x, features, kernel=3, stride=1):
       pad = 1 if kernel == 3 else 0
       x = nn.Conv(features, (kernel, kernel), strides=stride, padding=pad)(x)
-      x = batch_norm(train, self.axis_name)(x)
-      return nn.relu(x)
+      return nn.relu(norm()(x))
 
-    x = Dropout(0.2, self.axis_name)(x, deterministic=deterministic)
+    x = drop(x, 0.2)
     for features in (96, 192):
       x = conv_bn(x, features)
       x = conv_bn(x, features)
       x = conv_bn(x, features, stride=2)
-      x = Dropout(0.5, self.axis_name)(x, deterministic=deterministic)
+      x = drop(x, 0.5)
     x = conv_bn(x, 192)
     x = conv_bn(x, 192)
     x = conv_bn(x, 10, kernel=1)

@@ -1,5 +1,7 @@
 """Layers shared by the networks, configured as in the authors' PyTorch code."""
 
+from collections.abc import Callable
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -53,3 +55,18 @@ class Dropout(nn.Module):
 
     keep = jax.vmap(mask)(first + jnp.arange(rows))
     return jnp.where(keep, x / keep_prob, jnp.zeros_like(x))
+
+
+def modes(
+    train: bool, dropout: bool | None, axis_name: str | None
+) -> tuple[Callable[[], nn.BatchNorm], Callable[[jax.Array, float], jax.Array]]:
+  """``(norm, drop)`` for a network called with ``train`` and ``dropout``.
+
+  ``norm()`` is a new BatchNorm (batch statistics when ``train``);
+  ``drop(x, rate)`` applies :class:`Dropout` when ``dropout`` (default:
+  ``train``). Call them inside the network's ``nn.compact`` method.
+  """
+  deterministic = not (train if dropout is None else dropout)
+  norm = lambda: batch_norm(train, axis_name)
+  drop = lambda x, rate: Dropout(rate, axis_name)(x, deterministic=deterministic)
+  return norm, drop

@@ -8,7 +8,7 @@ ReLU -> MaxPool 2/2 -> BN -> Dropout 0.25 -> Dense 500 -> ReLU -> Dropout 0.25
 import flax.linen as nn
 import jax
 
-from models.layers import Dropout, batch_norm
+from models.layers import modes
 
 
 class LeNet(nn.Module):
@@ -28,9 +28,8 @@ class LeNet(nn.Module):
       self, x: jax.Array, *, train: bool, dropout: bool | None = None
   ) -> jax.Array:
     """Logits; ``train`` selects batch statistics, ``dropout`` (default: ``train``) the masks."""
-    deterministic = not (train if dropout is None else dropout)
-    norm = lambda: batch_norm(train, self.axis_name)
-    drop = lambda x: Dropout(self.dropout_rate, self.axis_name)(x, deterministic=deterministic)
+    norm, drop_rate = modes(train, dropout, self.axis_name)
+    drop = lambda x: drop_rate(x, self.dropout_rate)
     if x.ndim == 3:
       x = x[..., None]
     x = nn.relu(nn.Conv(20, (5, 5), padding="VALID")(x))

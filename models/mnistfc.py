@@ -7,7 +7,7 @@
 import flax.linen as nn
 import jax
 
-from models.layers import Dropout, batch_norm
+from models.layers import modes
 
 
 class MnistFC(nn.Module):
@@ -29,9 +29,8 @@ class MnistFC(nn.Module):
       self, x: jax.Array, *, train: bool, dropout: bool | None = None
   ) -> jax.Array:
     """Logits; ``train`` selects batch statistics, ``dropout`` (default: ``train``) the masks."""
-    deterministic = not (train if dropout is None else dropout)
-    norm = lambda: batch_norm(train, self.axis_name)
-    drop = lambda x: Dropout(self.dropout_rate, self.axis_name)(x, deterministic=deterministic)
+    norm, drop_rate = modes(train, dropout, self.axis_name)
+    drop = lambda x: drop_rate(x, self.dropout_rate)
     x = x.reshape((x.shape[0], -1))
     x = drop(x)
     x = norm()(nn.relu(nn.Dense(self.hidden)(x)))
