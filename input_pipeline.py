@@ -1,19 +1,33 @@
-"""Datasets for train.py: MNIST-style IDX files, read and checked.
+"""The datasets of the reproduction: which one to load, read, checked and preprocessed.
 
-A directory holds the four standard IDX files (gzip-compressed or not):
-``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
-``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``. MNIST ships in
-``data/mnist`` with a ``SHA256SUMS`` file; any directory that has one is
-verified against it. Every problem (missing, truncated or corrupt file, bad
-magic number, inconsistent sizes, wrong checksum) raises :class:`DataError`
-naming the file and what is wrong.
+:func:`load` takes a data source, by directory or by name, never by model:
+
+* a directory of the four MNIST-style IDX files (gzip-compressed or not):
+  ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+  ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``; ``"mnist"`` names
+  the copy bundled in ``data/mnist``;
+* a ``cifar-10-batches-bin`` directory (CIFAR-10's binary files), or
+  ``"tfds"``: CIFAR-10 through tensorflow-datasets.
+
+It returns the images as stored (uint8 for IDX) and the :class:`Scaling` that
+feeds them to a network; CIFAR-10 comes globally contrast normalised and ZCA
+whitened, the whitening cached on disk. A directory with a ``SHA256SUMS``
+file (the bundled MNIST has one) is verified against it. Every problem
+(missing, truncated or corrupt file, bad magic number, inconsistent sizes,
+wrong checksum) raises :class:`DataError` naming the file and what is wrong.
+
+>>> dataset, scaling = load("mnist")
+>>> dataset.train_images.shape, dataset.test_images.shape, scaling
+((60000, 28, 28), (10000, 28, 28), Scaling(shift=0.0, scale=1.0))
 """
 
 import dataclasses
 import gzip
 import hashlib
+import os
 import pathlib
 import zlib
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -44,6 +58,37 @@ class Dataset:
   @property
   def num_classes(self) -> int:
     return int(max(self.train_labels.max(), self.test_labels.max())) + 1
+
+  def check(self, *, batch_size: int, num_classes: int) -> None:
+    """Raises DataError unless minibatches of ``batch_size`` and a ``num_classes``-way
+    classifier fit this dataset."""
+    n = self.train_images.shape[0]
+    if n < batch_size:
+      raise DataError(f"batch size {batch_size} is larger than the {n} training examples")
+    if self.test_images.shape[0] == 0:
+      raise DataError("the test set is empty")
+    if self.num_classes > num_classes:
+      raise DataError(f"the dataset has {self.num_classes} classes; the network has "
+                      f"{num_classes} outputs")
+
+
+class Scaling(NamedTuple):
+  """x -> (x - shift) * scale in float32: how stored images are fed to a network.
+
+  Works on NumPy and JAX arrays alike, so the training step applies it on the
+  device to the stored uint8 images.
+  """
+
+  shift: float
+  scale: float
+
+  def __call__(self, images: Any) -> Any:
+    return (images.astype(np.float32) - self.shift) * self.scale
+
+
+# MNIST pixels: raw 0..255 as the paper feeds them ("no pre-processing",
+# Sec. 8.1.1, and its Table-1 code), or the authors' Lua code's (x - 126) / 126.
+SCALINGS = {"raw": Scaling(0.0, 1.0), "centered": Scaling(126.0, 1 / 126)}
 
 
 def _find(directory: pathlib.Path, name: str) -> pathlib.Path:
@@ -236,3 +281,47 @@ def fit_zca(
     np.savez(tmp, mean=mean, matrix=matrix)
     tmp.replace(cache)  # atomic: a killed run never leaves half a cache file
   return Whitening(mean, matrix)
+
+
+def zca_cache_dir() -> pathlib.Path:
+  """Where fitted ZCA whitenings are kept: ``$XDG_CACHE_HOME/entropix`` (~/.cache)."""
+  return pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "entropix"
+
+
+def whiten_cifar10(dataset: Dataset, cache_dir: str | pathlib.Path | None = None) -> Dataset:
+  """GCN on every image, then ZCA fitted on the training set (cached in ``cache_dir``)."""
+  train = global_contrast_normalize(dataset.train_images)
+  whiten = fit_zca(train, cache_dir=zca_cache_dir() if cache_dir is None else cache_dir)
+  test = global_contrast_normalize(dataset.test_images)
+  return dataclasses.replace(dataset, train_images=whiten(train), test_images=whiten(test))
+
+
+# Dataset names load() accepts besides directories.
+NAMES = ("mnist", "tfds")
+
+
+def load(source: str | pathlib.Path, input_scaling: str = "raw") -> tuple[Dataset, Scaling]:
+  """The dataset of ``source`` and the scaling that feeds it to a network.
+
+  Args:
+    source: ``"mnist"`` (the bundled copy), ``"tfds"`` (CIFAR-10 through
+      tensorflow-datasets), a directory of IDX files, or a directory holding
+      CIFAR-10's ``data_batch_1.bin``.
+    input_scaling: for IDX images, a key of :data:`SCALINGS`. CIFAR-10 is
+      GCN + ZCA whitened and takes ``"raw"`` only.
+
+  Raises:
+    DataError: naming the file or the value that is wrong.
+  """
+  if input_scaling not in SCALINGS:
+    raise DataError(f"input scaling {input_scaling!r}: choose one of {list(SCALINGS)}")
+  if str(source) == "mnist":
+    return load_idx_dataset(BUNDLED_MNIST), SCALINGS[input_scaling]
+  cifar = str(source) == "tfds" or (pathlib.Path(source) / CIFAR_TRAIN_FILES[0]).is_file()
+  if not cifar:
+    return load_idx_dataset(source), SCALINGS[input_scaling]
+  if input_scaling != "raw":
+    raise DataError(f"input scaling {input_scaling!r} applies to IDX (MNIST) images; "
+                    "CIFAR-10 is GCN + ZCA whitened")
+  dataset = load_cifar10_tfds() if str(source) == "tfds" else load_cifar10(source)
+  return whiten_cifar10(dataset), SCALINGS["raw"]

@@ -4,8 +4,8 @@ train.py keeps the training set on the device and draws the minibatches
 inside the compiled update. For each case below, on the bundled MNIST, one
 device, batch 128, this measures in one process:
 
-* ``step``: one compiled update of train.py (``train.build_run``), L
-  backprops plus everything else;
+* ``step``: one compiled update of train.py (``training.loop.build_program``),
+  L backprops plus everything else;
 * ``feed``: the feeding alone, compiled the same way: the same sampler (a
   fresh permutation of the 60,000 examples once per epoch, its rows for the L
   minibatches), the gathers of the images and labels, and the pixel scaling,
@@ -29,24 +29,24 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-import train  # noqa: E402
+import input_pipeline  # noqa: E402
+import training  # noqa: E402
 from overhead import machine  # noqa: E402
+from training import loop, steps  # noqa: E402
 
 CASES = (("mnistfc", "sgd"), ("mnistfc", "entropy-sgd"), ("lenet", "sgd"),
          ("lenet", "entropy-sgd"))
 
 
-def make_feed(config, num_train, prep):
+def make_feed(config, num_train, scaling):
   """train.py's data path, without the model: per device, like the step."""
-  draw = train.make_batch_sampler(config, num_train, jax.random.PRNGKey(config.seed))
+  draw = steps.make_batch_sampler(config, num_train, jax.random.PRNGKey(config.seed))
 
   def feed(state, data):
-    (perm, epoch), rows = train.draw_device_rows(draw, state, config)
-    x = (data.train_x[rows].astype(jnp.float32) - prep.shift) * prep.scale
-    total = jnp.sum(x) + jnp.sum(data.train_y[rows])
+    (perm, epoch), rows = steps.draw_device_rows(draw, state, config)
+    total = scaling(data.train_x[rows]).sum() + data.train_y[rows].sum()
     return state._replace(step=state.step + 1, perm=perm, perm_epoch=epoch), {"sum": total}
 
   return feed
@@ -61,11 +61,11 @@ def per_call(fn, state, data, calls):
 
 
 def measure(model, optimizer, rounds):
-  config = train.resolve(train.Config(model=model, optimizer=optimizer, devices=1))
-  dataset, prep = train.load_data(config)
-  run = train.build_run(config, dataset, prep, jax.local_devices()[:1])
-  feed = run.par.compile(make_feed(config, dataset.train_images.shape[0], prep))
-  step_state, feed_state = run.par.put(run.state), run.par.put(run.state)
+  config = training.build_config(model=model, optimizer=optimizer, devices=1)
+  dataset, scaling = input_pipeline.load(config.run.data_dir, config.input_scaling)
+  run = loop.build_program(config, dataset, scaling)
+  feed = run.parallel.map(make_feed(config, dataset.train_images.shape[0], scaling))
+  step_state, feed_state = run.parallel.put(run.state), run.parallel.put(run.state)
   step_state, first = per_call(run.train_step, step_state, run.data, 1)  # compiles
   feed_state, _ = per_call(feed, feed_state, run.data, 1)
   calls = max(2, int(0.5 / first)) if first < 0.5 else 2
@@ -79,7 +79,7 @@ def measure(model, optimizer, rounds):
   step, fed = statistics.median(steps), statistics.median(feeds)
   return {
       "model": model, "optimizer": optimizer,
-      "backprops_per_update": train.backprops_per_update(config),
+      "backprops_per_update": config.backprops_per_update,
       "step_ms": round(1e3 * step, 3), "feed_ms": round(1e3 * fed, 3),
       "feed_fraction": round(fed / step, 4),
   }

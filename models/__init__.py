@@ -4,8 +4,8 @@ Each model is called as ``model.apply(variables, x, train=..., rngs=...)``:
 ``train=True`` uses batch statistics and dropout (pass
 ``rngs={"dropout": key}`` and ``mutable=["batch_stats"]``); ``train=False``
 uses the running statistics and no dropout; ``train=True, dropout=False``
-(batch statistics without dropout) is how train.py re-estimates the
-statistics. BatchNorm reduces over ``axis_name`` when one is given, so its
+(batch statistics without dropout) is how the evaluation re-estimates
+the statistics. BatchNorm reduces over ``axis_name`` when one is given, so its
 statistics span the global batch under pmap or shard_map, and each example's
 dropout mask depends only on its position in the global batch
 (:class:`models.layers.Dropout`). No optimizer code lives here.

@@ -9,7 +9,7 @@ global mean pool. Every conv: 3x3, padding 1 (the 1x1: none), bias, BN, ReLU
 import flax.linen as nn
 import jax
 
-from models.layers import modes
+from models.layers import norm_and_dropout
 
 
 class AllCNN(nn.Module):
@@ -27,7 +27,7 @@ class AllCNN(nn.Module):
       self, x: jax.Array, *, train: bool, dropout: bool | None = None
   ) -> jax.Array:
     """Logits; ``train`` selects batch statistics, ``dropout`` (default: ``train``) the masks."""
-    norm, drop = modes(train, dropout, self.axis_name)
+    norm, drop = norm_and_dropout(train, dropout, self.axis_name)
 
     def conv_bn(x, features, kernel=3, stride=1):
       pad = 1 if kernel == 3 else 0

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jax import lax
 
 # Flax's BatchNorm momentum: running = BN_MOMENTUM * running + (1 - BN_MOMENTUM) * batch
-# (PyTorch's momentum 0.1). train.py inverts it to read a batch's statistics.
+# (PyTorch's momentum 0.1). The evaluation inverts it to read a batch's statistics.
 BN_MOMENTUM = 0.9
 
 
@@ -57,16 +57,16 @@ class Dropout(nn.Module):
     return jnp.where(keep, x / keep_prob, jnp.zeros_like(x))
 
 
-def modes(
+def norm_and_dropout(
     train: bool, dropout: bool | None, axis_name: str | None
 ) -> tuple[Callable[[], nn.BatchNorm], Callable[[jax.Array, float], jax.Array]]:
-  """``(norm, drop)`` for a network called with ``train`` and ``dropout``.
+  """``(new_norm, drop)``: the BatchNorm and dropout of a network called with ``train``, ``dropout``.
 
-  ``norm()`` is a new BatchNorm (batch statistics when ``train``);
-  ``drop(x, rate)`` applies :class:`Dropout` when ``dropout`` (default:
-  ``train``). Call them inside the network's ``nn.compact`` method.
+  ``new_norm()`` is a new BatchNorm (batch statistics when ``train``);
+  ``drop(x, rate)`` applies :class:`Dropout` at ``rate`` when ``dropout``
+  (default: ``train``). Call them inside the network's ``nn.compact`` method.
   """
   deterministic = not (train if dropout is None else dropout)
-  norm = lambda: batch_norm(train, axis_name)
+  new_norm = lambda: batch_norm(train, axis_name)
   drop = lambda x, rate: Dropout(rate, axis_name)(x, deterministic=deterministic)
-  return norm, drop
+  return new_norm, drop

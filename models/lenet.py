@@ -8,7 +8,7 @@ ReLU -> MaxPool 2/2 -> BN -> Dropout 0.25 -> Dense 500 -> ReLU -> Dropout 0.25
 import flax.linen as nn
 import jax
 
-from models.layers import modes
+from models.layers import norm_and_dropout
 
 
 class LeNet(nn.Module):
@@ -28,8 +28,8 @@ class LeNet(nn.Module):
       self, x: jax.Array, *, train: bool, dropout: bool | None = None
   ) -> jax.Array:
     """Logits; ``train`` selects batch statistics, ``dropout`` (default: ``train``) the masks."""
-    norm, drop_rate = modes(train, dropout, self.axis_name)
-    drop = lambda x: drop_rate(x, self.dropout_rate)
+    norm, drop_at = norm_and_dropout(train, dropout, self.axis_name)
+    drop = lambda x: drop_at(x, self.dropout_rate)
     if x.ndim == 3:
       x = x[..., None]
     x = nn.relu(nn.Conv(20, (5, 5), padding="VALID")(x))

@@ -7,7 +7,7 @@
 import flax.linen as nn
 import jax
 
-from models.layers import modes
+from models.layers import norm_and_dropout
 
 
 class MnistFC(nn.Module):
@@ -29,8 +29,8 @@ class MnistFC(nn.Module):
       self, x: jax.Array, *, train: bool, dropout: bool | None = None
   ) -> jax.Array:
     """Logits; ``train`` selects batch statistics, ``dropout`` (default: ``train``) the masks."""
-    norm, drop_rate = modes(train, dropout, self.axis_name)
-    drop = lambda x: drop_rate(x, self.dropout_rate)
+    norm, drop_at = norm_and_dropout(train, dropout, self.axis_name)
+    drop = lambda x: drop_at(x, self.dropout_rate)
     x = x.reshape((x.shape[0], -1))
     x = drop(x)
     x = norm()(nn.relu(nn.Dense(self.hidden)(x)))

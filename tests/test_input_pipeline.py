@@ -14,7 +14,7 @@ def test_bundled_mnist_is_complete_and_verified():
   assert data.train_images.shape == (60_000, 28, 28)
   assert data.test_images.shape == (10_000, 28, 28)
   assert data.train_images.dtype == np.uint8 and data.num_classes == 10
-  # Label counts published with the data (shared/data/README.md).
+  # Label counts published with the data (data/README.md).
   np.testing.assert_array_equal(
       np.bincount(data.train_labels),
       [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
@@ -22,17 +22,7 @@ def test_bundled_mnist_is_complete_and_verified():
       np.bincount(data.test_labels), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
 
 
-def write_idx(path, array, compress):
-  dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-  raw = bytes([0, 0, 0x08, array.ndim]) + dims + array.astype(np.uint8).tobytes()
-  if compress:
-    path = path.with_name(path.name + ".gz")
-    raw = gzip.compress(raw)
-  path.write_bytes(raw)
-  return path
-
-
-def tiny_dataset(directory, compress=True, n=(6, 4), size=(7, 5)):
+def tiny_dataset(write_idx, directory, compress=True, n=(6, 4), size=(7, 5)):
   rng = np.random.default_rng(0)
   paths = {}
   for split, count in zip(("train", "test"), n):
@@ -45,14 +35,14 @@ def tiny_dataset(directory, compress=True, n=(6, 4), size=(7, 5)):
 
 
 @pytest.mark.parametrize("compress", [True, False])
-def test_any_idx_directory_loads_gzip_or_not(tmp_path, compress):
-  tiny_dataset(tmp_path, compress)
+def test_any_idx_directory_loads_gzip_or_not(idx_writer, tmp_path, compress):
+  tiny_dataset(idx_writer, tmp_path, compress)
   data = ip.load_idx_dataset(tmp_path)
   assert data.train_images.shape == (6, 7, 5) and data.test_labels.shape == (4,)
 
 
-def corrupt(tmp_path, how):
-  paths = tiny_dataset(tmp_path)
+def corrupt(write_idx, tmp_path, how):
+  paths = tiny_dataset(write_idx, tmp_path)
   target = paths["train_images"]
   raw = gzip.decompress(target.read_bytes())
   if how == "missing":
@@ -78,8 +68,8 @@ def corrupt(tmp_path, how):
         ("labels", "5 labels for 6 images"),
     ],
 )
-def test_bad_files_are_named_with_what_is_wrong(tmp_path, how, message):
-  target = corrupt(tmp_path, how)
+def test_bad_files_are_named_with_what_is_wrong(idx_writer, tmp_path, how, message):
+  target = corrupt(idx_writer, tmp_path, how)
   with pytest.raises(ip.DataError, match=message) as info:
     ip.load_idx_dataset(tmp_path)
   assert str(target if how != "missing" else target.with_suffix("")) in str(info.value)
@@ -167,3 +157,29 @@ def test_tfds_path_converts_and_names_the_missing_package(monkeypatch):
   monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
   dataset = ip.load_cifar10_tfds()
   assert dataset.train_images.shape == (4, 32, 32, 3) and dataset.test_labels.dtype == np.int32
+
+
+def test_load_chooses_the_dataset_by_name_or_directory(mnist_dir, cifar_dir):
+  dataset, scaling = ip.load(mnist_dir, "centered")
+  assert dataset.train_images.shape == (256, 28, 28) and scaling == ip.SCALINGS["centered"]
+  np.testing.assert_allclose(scaling(np.array([0, 126, 252], np.uint8)), [-1, 0, 1])
+  assert scaling(np.zeros(1, np.uint8)).dtype == np.float32
+  cifar, scaling = ip.load(cifar_dir)
+  assert cifar.train_images.shape == (40, 32, 32, 3) and cifar.train_images.dtype == np.float32
+  assert scaling == ip.SCALINGS["raw"]
+  raw = ip.load_cifar10(cifar_dir)
+  np.testing.assert_array_equal(cifar.train_images, ip.whiten_cifar10(raw).train_images)
+  np.testing.assert_array_equal(cifar.test_labels, raw.test_labels)
+  with pytest.raises(ip.DataError, match="'centered' applies to IDX"):
+    ip.load(cifar_dir, "centered")
+  with pytest.raises(ip.DataError, match="input scaling 'unit'"):
+    ip.load(mnist_dir, "unit")
+
+
+def test_dataset_checks_name_what_does_not_fit(mnist_dir):
+  dataset, _ = ip.load(mnist_dir)
+  dataset.check(batch_size=256, num_classes=10)
+  with pytest.raises(ip.DataError, match="batch size 257 is larger than the 256 training"):
+    dataset.check(batch_size=257, num_classes=10)
+  with pytest.raises(ip.DataError, match="10 classes; the network has 5 outputs"):
+    dataset.check(batch_size=16, num_classes=5)

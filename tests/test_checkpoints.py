@@ -1,0 +1,98 @@
+"""Tests of training/checkpoints.py: resume, its checks, and the data fingerprint."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import input_pipeline
+import training
+from training import checkpoints
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _cli(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_killed_run_resumes_to_the_same_metrics(mnist_dir, tmp_path):
+  flags = ["--model", "mnistfc", "--optimizer", "entropy-sgd", "--inner-steps", "2",
+           "--batch-size", "16", "--effective-epochs", "4", "--eval-every", "0.5",
+           "--data-dir", mnist_dir, "--no-progress", "--devices", "1"]
+  whole = _cli(*flags, "--workdir", str(tmp_path / "whole"))
+  out, err = whole.communicate(timeout=600)
+  assert whole.returncode == 0, err
+  want = json.loads(out.splitlines()[-1])
+
+  victim = _cli(*flags, "--workdir", str(tmp_path / "killed"))
+  saved = tmp_path / "killed" / "checkpoints"
+  deadline = time.monotonic() + 300
+  while not (saved.is_dir() and any(d.name != "0" and d.name.isdigit() for d in saved.iterdir())):
+    assert victim.poll() is None, victim.communicate()
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+  victim.send_signal(signal.SIGKILL)  # mid-run, maybe mid-write
+  victim.communicate()
+  assert victim.returncode == -signal.SIGKILL
+  resumed = _cli(*flags, "--workdir", str(tmp_path / "killed"), "--resume")
+  out, err = resumed.communicate(timeout=600)
+  assert resumed.returncode == 0, err
+  got = json.loads(out.splitlines()[-1])
+  for key in ("wall_s", "workdir"):
+    got.pop(key), want.pop(key)
+  assert got == want
+  assert ((tmp_path / "killed" / "metrics.jsonl").read_text()
+          == (tmp_path / "whole" / "metrics.jsonl").read_text())
+
+
+def test_resume_extends_the_budget_and_refuses_changed_flags(tiny, tmp_path):
+  short = training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=1.0), tmp_path / "r")
+  longer = training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=2.0, resume=True),
+                                       tmp_path / "r")
+  whole = training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=2.0), tmp_path / "w")
+  assert longer.history[:len(short.history)] == short.history
+  assert longer.history == whole.history
+  with pytest.raises(training.ConfigError, match=r"--lr \(0.1, now 0.2\)"):
+    training.train_and_evaluate(tiny(optimizer="sgd", lr=0.2, effective_epochs=3.0, resume=True),
+                                tmp_path / "r")
+  with pytest.raises(training.ConfigError, match="already at 2.000 effective epochs"):
+    training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=1.0, resume=True),
+                                tmp_path / "r")
+
+
+def test_a_workdir_with_checkpoints_is_never_overwritten(tiny, tmp_path):
+  training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=0.5), tmp_path)
+  before = (tmp_path / "metrics.jsonl").read_text()
+  with pytest.raises(training.ConfigError, match="--resume"):
+    training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=0.5), tmp_path)
+  assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def test_resuming_on_other_data_is_refused(tiny, mnist_dir, tmp_path):
+  training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=0.25), tmp_path / "r")
+  other = tmp_path / "other"
+  other.mkdir()
+  for f in pathlib.Path(mnist_dir).iterdir():
+    data = f.read_bytes()
+    # Same shapes, other labels.
+    other.joinpath(f.name).write_bytes(data if "images" in f.name else data[:8] + data[8:][::-1])
+  with pytest.raises(training.ConfigError, match="other data"):
+    training.train_and_evaluate(
+        tiny(optimizer="sgd", effective_epochs=0.5, resume=True, data_dir=str(other)),
+        tmp_path / "r")
+  assert checkpoints.fingerprint(input_pipeline.load(str(other))[0]) != checkpoints.fingerprint(
+      input_pipeline.load(mnist_dir)[0])
+
+
+def test_nothing_is_created_before_the_first_save(tmp_path):
+  saver = checkpoints.Checkpointer(tmp_path / "w")
+  assert saver.latest() is None and saver.describe_latest() == "no checkpoint was written"
+  assert not (tmp_path / "w").exists()

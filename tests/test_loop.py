@@ -1,0 +1,66 @@
+"""Tests of training/loop.py: train_and_evaluate end to end on tiny data."""
+
+import json
+
+import numpy as np
+import pytest
+
+import training
+
+OPTIMIZERS = ("sgd", "entropy-sgd", "hj", "heat")
+
+
+# Every optimizer on both MNIST networks, and on 4 devices for mnistfc (the
+# conv net across devices is test_devices.py's).
+CASES = [(m, o, d) for m in ("mnistfc", "lenet") for o in OPTIMIZERS
+         for d in ((1, 4) if m == "mnistfc" else (1,))]
+
+
+@pytest.mark.parametrize("model,optimizer,devices", CASES)
+def test_every_mnist_model_and_optimizer_learns(model, optimizer, devices, tiny, fast, tmp_path):
+  result = training.train_and_evaluate(
+      tiny(model=model, optimizer=optimizer, devices=devices, **fast[optimizer]), tmp_path)
+  first, last = result.history[0], result.history[-1]
+  assert first["step"] == 0 and last["effective_epochs"] >= 1.0
+  assert last["val_loss"] < first["val_loss"], result.history
+  assert np.isfinite(last["train_loss"])
+  summary = result.summary
+  assert summary["backprops"] == last["backprops"] == last["step"] * (
+      1 if optimizer == "sgd" else 2)
+  assert summary["devices"] == devices and summary["val_error"] == last["val_error"]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "entropy-sgd"])
+def test_allcnn_trains_on_cifar_shaped_data(optimizer, tiny, fast, cifar_dir, tmp_path):
+  # The CIFAR path (GCN + ZCA, All-CNN-C) through the loop; the optimizers'
+  # own paths are covered on MNIST above. All-CNN-C compiles slowly on a CPU
+  # (entropy-sgd: about 20 s), so two runs of a few small updates.
+  result = training.train_and_evaluate(
+      tiny(model="allcnn", optimizer=optimizer, data_dir=cifar_dir, input_scaling="raw",
+           batch_size=8, effective_epochs=0.5, eval_every=0.5, **fast[optimizer]),
+      tmp_path)
+  assert [r["step"] for r in result.history] == [0, 3 if optimizer == "sgd" else 2]
+  last = result.history[-1]
+  assert np.isfinite(last["val_loss"]) and np.isfinite(last["train_loss"])
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tiny, fast, tmp_path):
+  config = tiny(optimizer="entropy-sgd", noise=1e-3, **fast["entropy-sgd"])
+  a = training.train_and_evaluate(config, tmp_path / "a")
+  b = training.train_and_evaluate(config, tmp_path / "b")
+  assert a.history == b.history
+  c = training.train_and_evaluate(tiny(optimizer="entropy-sgd", noise=1e-3, seed=1,
+                                       **fast["entropy-sgd"]), tmp_path / "c")
+  assert c.history[-1]["val_loss"] != a.history[-1]["val_loss"]
+
+
+def test_config_json_holds_every_flag_and_rebuilds_the_config(tiny, tmp_path):
+  config = tiny(optimizer="sgd", effective_epochs=0.25)
+  training.train_and_evaluate(config, tmp_path)
+  assert training.build_config(**json.loads((tmp_path / "config.json").read_text())) == config
+
+
+def test_budgets_below_one_update_are_refused_before_anything_is_written(tiny, tmp_path):
+  with pytest.raises(training.ConfigError, match="less than one update"):
+    training.train_and_evaluate(tiny(effective_epochs=0.01), tmp_path / "tiny")
+  assert not (tmp_path / "tiny").exists()

@@ -1,0 +1,58 @@
+"""Tests of training/metrics.py: metrics.jsonl, the bar, the NaN stop."""
+
+import json
+import math
+import os
+
+import pytest
+
+import training
+from training import config as cfg
+from training.metrics import MetricsWriter, TrainingDiverged
+
+BUDGET = cfg.Budget(updates_per_epoch=4.0, total=8, eval_every=1.0)
+
+
+def _lines(path):
+  return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_file_restarts_from_the_history_then_each_evaluation_appends(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 0}\n{"step": 4}\n{"step": 6, "half": "written by a killed run"}\n')
+  writer = MetricsWriter(path, [{"step": 0}, {"step": 4}], BUDGET, 2, start=4, progress=False)
+  assert _lines(path) == [{"step": 0}, {"step": 4}]
+  for step, loss, error in ((5, 1.0, 0.5), (6, 3.0, 0.25)):
+    writer.update(step, loss, error)
+  record = writer.evaluation(6, lr=0.1, val_loss=0.5, val_error=12.5)
+  writer.close()
+  assert record == {"step": 6, "backprops": 12, "effective_epochs": 1.5, "lr": 0.1,
+                    "train_loss": 2.0, "train_error": 37.5, "val_loss": 0.5, "val_error": 12.5}
+  assert _lines(path) == [{"step": 0}, {"step": 4}, record] and writer.history[-1] == record
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_nan_or_inf_loss_raises(tmp_path, bad):
+  writer = MetricsWriter(tmp_path / "m.jsonl", [], BUDGET, 1, start=0, progress=False)
+  with pytest.raises(TrainingDiverged, match=f"loss is {bad} at update 3"):
+    writer.update(3, bad, 0.0)
+  with pytest.raises(TrainingDiverged, match="validation loss is nan after update 4"):
+    writer.evaluation(4, lr=0.1, val_loss=math.nan, val_error=0.0)
+  writer.close()
+  assert (tmp_path / "m.jsonl").read_text() == ""
+
+
+def test_each_evaluation_prints_a_line_above_the_bar(tmp_path, capsys):
+  writer = MetricsWriter(tmp_path / "m.jsonl", [], BUDGET, 1, start=0, progress=True)
+  writer.update(1, 0.7, 0.25)
+  writer.evaluation(1, lr=0.1, val_loss=0.6931, val_error=12.5)
+  writer.close()
+  assert "update 1 (effective epoch 0.25): val_error 12.50%, val_loss 0.6931" in (
+      capsys.readouterr().err)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
+  with pytest.raises(TrainingDiverged, match=r"at update \d+ .*checkpoint.*update 0"):
+    training.train_and_evaluate(tiny(optimizer="sgd", lr=1e30, effective_epochs=2.0), tmp_path)
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["0"]
+  assert [r["step"] for r in _lines(tmp_path / "metrics.jsonl")] == [0]

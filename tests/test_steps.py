@@ -1,0 +1,44 @@
+"""Tests of training/steps.py: the on-device sampler, step and evaluation."""
+
+import jax
+import numpy as np
+import pytest
+
+import input_pipeline
+import models
+import training
+from training import steps
+
+
+def test_batches_are_a_fresh_permutation_every_epoch():
+  config = training.build_config(optimizer="sgd", batch_size=8, effective_epochs=1.0)
+  draw = jax.jit(steps.make_batch_sampler(config, 36, jax.random.PRNGKey(0)))
+  perm, epoch, rows = np.zeros(36, np.int32), np.int32(-1), []
+  for j in range(8):  # two epochs of 36 // 8 = 4 minibatches
+    (perm, epoch), r = draw(perm, epoch, j)
+    rows.append(np.asarray(r[0]))
+  for first in (0, 4):
+    seen = np.concatenate(rows[first:first + 4])
+    assert len(set(seen)) == 32 and seen.min() >= 0 and seen.max() < 36  # no repeats
+  assert not np.array_equal(rows[0], rows[4])  # reshuffled
+
+
+def test_evaluation_uses_the_training_sets_mean_batch_statistics(tiny, tmp_path):
+  config = tiny(optimizer="sgd", effective_epochs=0.25)
+  result = training.train_and_evaluate(config, tmp_path)
+  dataset, scaling = input_pipeline.load(config.run.data_dir, "centered")
+  model = models.create("mnistfc")
+  stats = []
+  for k in range(256 // 16):  # the minibatches in order, train mode, no dropout
+    x = scaling(dataset.train_images[16 * k:16 * (k + 1)])
+    _, state = model.apply({"params": result.state.params,
+                            "batch_stats": jax.tree.map(np.zeros_like, result.state.batch_stats)},
+                           x, train=True, dropout=False, mutable=["batch_stats"])
+    stats.append(jax.tree.map(lambda s: s / 0.1, state["batch_stats"]))
+  want = jax.tree.map(lambda *s: np.mean(s, axis=0), *stats)
+  for got, expected in zip(jax.tree.leaves(result.state.batch_stats), jax.tree.leaves(want)):
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+  logits = model.apply({"params": result.state.params, "batch_stats": want},
+                       scaling(dataset.test_images), train=False)
+  error = 100 * float(np.mean(np.argmax(logits, -1) != dataset.test_labels))
+  assert result.summary["val_error"] == pytest.approx(error, abs=1e-4)

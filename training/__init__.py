@@ -1,0 +1,24 @@
+"""The training side of the reproduction: entropix's optimizers on the paper's networks.
+
+One module per concern, each read on its own:
+
+* :mod:`training.settings`: the paper's settings (budgets, gamma0, scoping,
+  weight decay, inner loops), each with its source;
+* :mod:`training.config`: flags -> one complete, checked :class:`Config`;
+* :mod:`training.optimizers`: the optax optimizer of a config, its schedules;
+* :mod:`training.steps`: the on-device batch sampler, train step and evaluation;
+* :mod:`training.devices`: placement under ``jax.pmap`` or ``jax.shard_map``;
+* :mod:`training.checkpoints`: orbax checkpoints, resume checks, data fingerprint;
+* :mod:`training.metrics`: ``metrics.jsonl``, the progress bar, the NaN stop;
+* :mod:`training.loop`: :func:`train_and_evaluate`.
+
+``train.py`` beside this package is the command line over it;
+``input_pipeline.py`` owns the datasets and ``models/`` the networks.
+"""
+
+from training.config import Config, ConfigError, build_config
+from training.loop import TrainingResult, train_and_evaluate
+from training.metrics import TrainingDiverged
+
+__all__ = ["Config", "ConfigError", "TrainingDiverged", "TrainingResult", "build_config",
+           "train_and_evaluate"]

@@ -1,0 +1,117 @@
+"""A run's checkpoints: orbax, behind a small object the training loop calls.
+
+Each checkpoint holds the training state and, as JSON beside it, the run's
+flags, a fingerprint of its data and the metrics history up to that update,
+so a resumed run rewrites ``metrics.jsonl`` exactly as it was then.
+"""
+
+import hashlib
+import pathlib
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+import input_pipeline
+from training.config import RESUMABLE, Config, ConfigError, flag
+
+
+def fingerprint(dataset: input_pipeline.Dataset) -> str:
+  """A short hash of the labels and shapes: a resumed run must see the same data."""
+  digest = hashlib.sha256(repr((dataset.train_images.shape, dataset.test_images.shape)).encode())
+  for labels in (dataset.train_labels, dataset.test_labels):
+    digest.update(np.ascontiguousarray(labels, np.int32).tobytes())
+  return digest.hexdigest()[:16]
+
+
+class Saved(NamedTuple):
+  """The newest checkpoint of a run to resume, before its state is read."""
+
+  step: int
+  flags: dict[str, Any]
+  data: str  # the fingerprint
+  history: list[dict[str, Any]]
+
+
+class Checkpointer:
+  """The checkpoints in ``workdir/checkpoints``, the last ``keep`` of them kept.
+
+  Nothing is created on disk until the first :meth:`save`.
+  """
+
+  def __init__(self, workdir: str | pathlib.Path, keep: int = 2):
+    self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    self._keep = keep
+    self._manager: ocp.CheckpointManager | None = None
+
+  @property
+  def manager(self) -> ocp.CheckpointManager:
+    if self._manager is None:
+      options = ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
+                                             enable_async_checkpointing=False)
+      self._manager = ocp.CheckpointManager(self.directory, options=options)
+    return self._manager
+
+  def latest(self) -> int | None:
+    """The newest saved update, or None (looks without creating anything)."""
+    if self._manager is None and not self.directory.is_dir():
+      return None
+    return self.manager.latest_step()
+
+  def resume_point(self, config: Config) -> Saved | None:
+    """The checkpoint ``config`` continues from; None for a fresh run.
+
+    Raises:
+      ConfigError: there are checkpoints and ``config.run.resume`` is off, or
+        they were made with other flags (other than those in ``RESUMABLE``).
+    """
+    latest = self.latest()
+    if latest is None:
+      return None
+    workdir = self.directory.parent
+    if not config.run.resume:
+      raise ConfigError(f"--workdir {workdir} already holds checkpoints (newest: update "
+                        f"{latest}); pass --resume to continue that run, or choose another "
+                        "--workdir")
+    meta = self.manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    saved, now = meta["config"], config.flags()
+    changed = sorted(k for k in saved.keys() | now.keys()
+                     if k not in RESUMABLE and saved.get(k) != now.get(k))
+    if changed:
+      raise ConfigError("--resume: the checkpoint in {} was made with different {}".format(
+          workdir, ", ".join(f"{flag(k)} ({saved.get(k)!r}, now {now.get(k)!r})"
+                             for k in changed)))
+    return Saved(latest, saved, meta["data"], meta["history"])
+
+  def check_data(self, saved: Saved, data: str) -> None:
+    """Raises ConfigError unless the run ``saved`` trained on data of fingerprint ``data``."""
+    if saved.data != data:
+      raise ConfigError(f"--resume: the checkpoint in {self.directory.parent} was trained on "
+                        f"other data ({saved.data}, now {data})")
+
+  def save(self, step: int, state: Any, flags: dict[str, Any], data: str,
+           history: list[dict[str, Any]]) -> None:
+    """Saves the host ``state`` of update ``step`` with the run's JSON metadata."""
+    meta = {"config": flags, "data": data, "history": history}
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(jax.tree.map(np.asarray, state)),
+        meta=ocp.args.JsonSave(meta)))
+
+  def restore(self, step: int, like: Any) -> Any:
+    """The state saved at ``step``, shaped like the host tree ``like``."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))
+    return jax.tree.map(np.asarray, restored.state)
+
+  def describe_latest(self) -> str:
+    """Where the newest checkpoint is, for error messages."""
+    saved = self.latest()
+    if saved is None:
+      return "no checkpoint was written"
+    return f"the last good checkpoint is {self.directory / str(saved)} (update {saved})"
+
+  def close(self) -> None:
+    if self._manager is not None:
+      self._manager.close()

@@ -1,0 +1,388 @@
+"""Flags in, one complete and checked :class:`Config` out.
+
+:func:`build_config` takes the command line's flags by name (a flag left out
+or ``None`` takes its default from :mod:`training.settings`) and returns a
+frozen :class:`Config` with every value filled in: nothing is looked up
+later. Each optimizer's settings are a small dataclass of their own, so a
+flag applies to an optimizer exactly when its dataclass has that field. How a
+run executes (:class:`RunOptions`: data location, devices, spmd, unroll,
+progress bar, resume) is kept apart from the hyper-parameters, which a
+``--resume`` must match.
+
+>>> config = build_config(model="lenet", optimizer="hj", gamma=0.01)
+>>> config.optimizer
+HJ(gamma=0.01, scoping=0.0001, inner_steps=5, inner_lr=0.25)
+>>> config.effective_epochs, config.backprops_per_update
+(70.0, 5)
+>>> build_config(**config.flags()) == config
+True
+"""
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import jax
+
+import models
+from training import settings
+
+
+class ConfigError(ValueError):
+  """A flag or config value is invalid; raised before any work starts."""
+
+
+def flag(name: str) -> str:
+  """The command-line spelling of a setting: ``inner_lr`` -> ``--inner-lr``."""
+  return "--" + name.replace("_", "-")
+
+
+@dataclasses.dataclass(frozen=True)
+class SGD:
+  """SGD with Nesterov momentum: one backprop per update."""
+
+  name: ClassVar[str] = "sgd"
+
+  @property
+  def backprops_per_update(self) -> int:
+    return 1
+
+
+@dataclasses.dataclass(frozen=True)
+class EntropySGD:
+  """Entropy-SGD (Sec. 7.1): ``entropix.entropy_sgd``, a Langevin inner loop."""
+
+  name: ClassVar[str] = "entropy-sgd"
+  gamma: float  # coupling gamma0
+  scoping: float  # gamma grows by 1 + scoping per update
+  inner_steps: int  # L, backprops per update
+  inner_lr: float
+  noise: float  # Langevin noise scale, temperature noise^2
+  alpha: float  # averaging of the inner iterates
+
+  @property
+  def backprops_per_update(self) -> int:
+    return self.inner_steps
+
+
+@dataclasses.dataclass(frozen=True)
+class HJ:
+  """HJ (Sec. 7.2): ``entropix.hj``, the noiseless inner loop, last iterate."""
+
+  name: ClassVar[str] = "hj"
+  gamma: float
+  scoping: float
+  inner_steps: int
+  inner_lr: float
+
+  @property
+  def backprops_per_update(self) -> int:
+    return self.inner_steps
+
+
+@dataclasses.dataclass(frozen=True)
+class HEAT:
+  """HEAT (Sec. 7.3, Eq. 35): ``entropix.heat``, Gaussian smoothing."""
+
+  name: ClassVar[str] = "heat"
+  sigma: float  # perturbation scale; sigma^2 is the paper's gamma
+  scoping: float  # sigma^2 shrinks by 1 + scoping per update
+  samples: int  # backprops (perturbations) per update
+
+  @property
+  def backprops_per_update(self) -> int:
+    return self.samples
+
+
+OptimizerSettings = SGD | EntropySGD | HJ | HEAT
+OPTIMIZERS: dict[str, type[OptimizerSettings]] = {
+    cls.name: cls for cls in (SGD, EntropySGD, HJ, HEAT)
+}
+SPMD = ("pmap", "shard_map")
+INPUT_SCALINGS = ("raw", "centered")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+  """How a run executes; a ``--resume`` may change any of these.
+
+  Another device count, spmd or unroll continues the same trajectory up to
+  float reassociation; the data may move but must be the same (checked).
+  """
+
+  data_dir: str  # a directory, or a dataset name of input_pipeline.load
+  devices: int
+  spmd: str  # "pmap" or "shard_map"
+  unroll: int | bool  # inner-loop iterations per compiled loop body
+  progress: bool
+  resume: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything that defines a run, complete and checked (see :func:`build_config`)."""
+
+  model: str
+  optimizer: OptimizerSettings
+  effective_epochs: float  # the budget; a --resume may raise it
+  batch_size: int
+  lr: float
+  lr_schedule: tuple[tuple[float, float], ...]  # (effective epoch, lr): from then on
+  momentum: float
+  weight_decay: float
+  seed: int
+  eval_every: float  # effective epochs
+  input_scaling: str
+  run: RunOptions
+
+  @property
+  def backprops_per_update(self) -> int:
+    """L: gradient evaluations per update (1 for SGD)."""
+    return self.optimizer.backprops_per_update
+
+  def updates_per_epoch(self, num_train: int) -> float:
+    """Updates per effective epoch: N_train / (batch * L)."""
+    return num_train / (self.batch_size * self.backprops_per_update)
+
+  def flags(self) -> dict[str, Any]:
+    """The flat flags (JSON values) that :func:`build_config` turns back into this config."""
+    out = {}
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if field.name == "optimizer":
+        out["optimizer"] = value.name
+        out.update(dataclasses.asdict(value))
+      elif field.name == "run":
+        out.update(dataclasses.asdict(value))
+      elif field.name == "lr_schedule":
+        out["lr_schedule"] = [list(pair) for pair in value]
+      else:
+        out[field.name] = value
+    return out
+
+
+# Flags that a --resume may change: the budget and the run options.
+RESUMABLE = ("effective_epochs", *(f.name for f in dataclasses.fields(RunOptions)))
+# Every flag, in the order of Config.flags().
+FLAGS = (
+    "model", "optimizer",
+    *dict.fromkeys(f.name for cls in OPTIMIZERS.values() for f in dataclasses.fields(cls)),
+    "effective_epochs", "batch_size", "lr", "lr_schedule", "momentum", "weight_decay", "seed",
+    "eval_every", "input_scaling", *(f.name for f in dataclasses.fields(RunOptions)),
+)
+
+_POSITIVE = (lambda v: v > 0, "> 0")
+_NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+_FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
+# Range of every numeric flag: (test, what it must be), or the minimum of an integer.
+_NUMBERS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "effective_epochs": _POSITIVE, "lr": _POSITIVE, "momentum": _FRACTION,
+    "weight_decay": _NON_NEGATIVE, "eval_every": _POSITIVE, "gamma": _POSITIVE,
+    "scoping": _NON_NEGATIVE, "inner_lr": _POSITIVE, "noise": _NON_NEGATIVE,
+    "alpha": _FRACTION, "sigma": _POSITIVE,
+}
+_INTEGERS = {"batch_size": 1, "seed": 0, "devices": 1, "inner_steps": 1, "samples": 1,
+             "unroll": 1}
+
+
+def _refuse(name: str, value: Any, want: str) -> None:
+  raise ConfigError(f"{flag(name)} {value!r}: must be {want}")
+
+
+def _check(name: str, value: Any) -> None:
+  """Raises ConfigError naming the flag when ``value`` is out of its range."""
+  if name in _INTEGERS:
+    minimum = _INTEGERS[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+      _refuse(name, value, f"an integer >= {minimum}")
+    return
+  ok, want = _NUMBERS[name]
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    _refuse(name, value, f"a number {want}")
+  if not math.isfinite(value) or not ok(value):
+    _refuse(name, value, want)
+
+
+def parse_lr_schedule(text: str) -> tuple[tuple[float, float], ...]:
+  """Parses ``"EPOCH:LR,EPOCH:LR,..."``: from effective epoch EPOCH on, use LR.
+
+  ``"none"`` (or an empty string) means a constant learning rate.
+
+  >>> parse_lr_schedule("60:0.02,120:0.004")
+  ((60.0, 0.02), (120.0, 0.004))
+  """
+  if text.strip().lower() in ("", "none"):
+    return ()
+  pairs = []
+  for item in text.split(","):
+    try:
+      epoch, lr = (float(v) for v in item.split(":"))
+    except ValueError:
+      raise ConfigError(
+          f"--lr-schedule {text!r}: {item!r} is not EPOCH:LR (e.g. '60:0.02,120:0.004')"
+      ) from None
+    pairs.append((epoch, lr))
+  return _checked_schedule(pairs, repr(text))
+
+
+def _checked_schedule(pairs: Sequence[Sequence[float]], shown: str) -> tuple[tuple[float, float], ...]:
+  checked: list[tuple[float, float]] = []
+  for epoch, lr in pairs:
+    epoch, lr = float(epoch), float(lr)
+    if not (math.isfinite(epoch) and epoch > 0):
+      raise ConfigError(f"--lr-schedule {shown}: epoch {epoch} must be > 0")
+    if not (math.isfinite(lr) and lr > 0):
+      raise ConfigError(f"--lr-schedule {shown}: learning rate {lr} must be > 0")
+    if checked and epoch <= checked[-1][0]:
+      raise ConfigError(
+          f"--lr-schedule {shown}: epochs must increase ({epoch} after {checked[-1][0]})")
+    checked.append((epoch, lr))
+  return tuple(checked)
+
+
+def default_lr_schedule(lr: float) -> tuple[tuple[float, float], ...]:
+  """The paper's annealing on the effective-epoch axis: lr / 5 every 60 (settings)."""
+  return tuple((settings.LR_DECAY_EVERY * k, lr * settings.LR_DECAY**k)
+               for k in range(1, settings.LR_DECAYS + 1))
+
+
+def _choice(name: str, value: Any, choices: Sequence[str]) -> None:
+  if value not in choices:
+    raise ConfigError(f"{flag(name)} {value!r}: unknown; choose one of {list(choices)}")
+
+
+def build_config(**flags: Any) -> Config:
+  """The complete, checked config of a run from its flags (see ``train.py --help``).
+
+  Args:
+    **flags: flag names with ``_`` for ``-`` (``inner_lr=0.1``); a flag left
+      out or ``None`` takes its default. ``lr_schedule`` is the command
+      line's text or a sequence of (effective epoch, lr) pairs.
+
+  Raises:
+    ConfigError: naming the flag, for unknown names, values out of range,
+      optimizer flags given to an optimizer they do not apply to, and device
+      counts this machine cannot give.
+  """
+  unknown = sorted(set(flags) - set(FLAGS))
+  if unknown:
+    raise ConfigError(f"unknown setting(s) {unknown}; the flags are {list(FLAGS)}")
+  given = {k: v for k, v in flags.items() if v is not None}
+  model = given.get("model", "mnistfc")
+  if model not in models.REGISTRY:
+    raise ConfigError(f"--model {model!r}: unknown; choose one of {sorted(models.REGISTRY)}")
+  _choice("optimizer", given.get("optimizer", "entropy-sgd"), list(OPTIMIZERS))
+  cls = OPTIMIZERS[given.get("optimizer", "entropy-sgd")]
+  _choice("spmd", given.get("spmd", "pmap"), SPMD)
+  _choice("input_scaling", given.get("input_scaling", "raw"), INPUT_SCALINGS)
+
+  own = [f.name for f in dataclasses.fields(cls)]
+  for name in given:
+    users = [o.name for o in OPTIMIZERS.values() if name in (f.name for f in dataclasses.fields(o))]
+    if users and name not in own:
+      raise ConfigError(f"{flag(name)} does not apply to --optimizer {cls.name} "
+                        f"(it applies to {', '.join(users)})")
+  # A bool is the resolved default (Config.flags() gives it back); False is SGD's.
+  if given.get("unroll", False) is not False and cls is SGD:
+    raise ConfigError("--unroll does not apply to --optimizer sgd (it has no inner loop; it "
+                      f"applies to {', '.join(o for o in OPTIMIZERS if o != 'sgd')})")
+
+  defaults = {
+      "gamma": settings.GAMMA0[model], "scoping": settings.SCOPING[model],
+      **settings.OPTIMIZER_DEFAULTS[cls.name],
+      "effective_epochs": settings.PAPER_BUDGET[model, cls.name],
+      "batch_size": settings.BATCH_SIZE, "lr": settings.LR, "momentum": settings.MOMENTUM,
+      "weight_decay": settings.WEIGHT_DECAY[model], "seed": 0,
+      "eval_every": settings.EVAL_EVERY,
+  }
+  value = {name: given.get(name, defaults.get(name)) for name in (*defaults, "devices", "unroll")}
+  for name in ("effective_epochs", "batch_size", "lr", "momentum", "weight_decay",
+               "eval_every", "seed", *own, "devices", "unroll"):
+    if value.get(name) is not None and not (name == "unroll" and isinstance(value[name], bool)):
+      _check(name, value[name])
+  value.update({k: float(v) for k, v in value.items() if k in _NUMBERS})
+  if value["seed"] >= 2**32:
+    _refuse("seed", value["seed"], "< 2**32")
+
+  if "lr_schedule" not in given:
+    schedule = default_lr_schedule(float(value["lr"]))
+  elif isinstance(given["lr_schedule"], str):
+    schedule = parse_lr_schedule(given["lr_schedule"])
+  else:
+    schedule = _checked_schedule(given["lr_schedule"], repr(given["lr_schedule"]))
+
+  data_dir = given.get("data_dir", settings.DEFAULT_DATA[model])
+  if data_dir is None:
+    raise ConfigError(f"--model {model} needs CIFAR-10: pass --data-dir DIR (a "
+                      "cifar-10-batches-bin directory) or --data-dir tfds (needs "
+                      "tensorflow-datasets)")
+  available = jax.local_devices()
+  devices = value["devices"] or len(available)
+  if devices > len(available):
+    raise ConfigError(
+        f"--devices {devices}: only {len(available)} local {available[0].platform} device(s); "
+        "on a CPU, simulate more with "
+        f"XLA_FLAGS=--xla_force_host_platform_device_count={devices}")
+  if value["batch_size"] % devices:
+    hint = "" if value["devices"] else " (all local devices; choose fewer with --devices)"
+    raise ConfigError(
+        f"--batch-size {value['batch_size']} is not divisible by --devices {devices}{hint}")
+  unroll = value["unroll"]
+  if unroll is None:
+    unroll = (cls is not SGD and available[0].platform == "cpu"
+              and model in settings.UNROLL_ON_CPU)
+
+  return Config(
+      model=model, optimizer=cls(**{name: value[name] for name in own}),
+      effective_epochs=value["effective_epochs"], batch_size=value["batch_size"],
+      lr=value["lr"], lr_schedule=schedule, momentum=value["momentum"],
+      weight_decay=value["weight_decay"], seed=value["seed"],
+      eval_every=value["eval_every"], input_scaling=given.get("input_scaling", "raw"),
+      run=RunOptions(data_dir=str(data_dir), devices=devices,
+                     spmd=given.get("spmd", "pmap"), unroll=unroll,
+                     progress=bool(given.get("progress", True)),
+                     resume=bool(given.get("resume", False))),
+  )
+
+
+def first_update_at(epoch: float, updates_per_epoch: float) -> int:
+  """The first update that starts at or after effective epoch ``epoch``.
+
+  Update k spans effective epochs [k, k + 1) / updates_per_epoch.
+  """
+  return max(1, math.ceil(epoch * updates_per_epoch - 1e-9))
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """A run's length in updates, and when it evaluates, for ``num_train`` examples.
+
+  >>> budget = Budget.of(build_config(optimizer="sgd", effective_epochs=2.0), 1280)
+  >>> budget.total, budget.epochs(5), budget.is_eval(10), budget.is_eval(11)
+  (20, 0.5, False, False)
+  """
+
+  updates_per_epoch: float
+  total: int  # updates
+  eval_every: float  # effective epochs
+
+  @classmethod
+  def of(cls, config: Config, num_train: int) -> "Budget":
+    """Raises ConfigError when the budget is less than one update."""
+    per_epoch = config.updates_per_epoch(num_train)
+    one_update = 1 / per_epoch
+    if config.effective_epochs < one_update:
+      raise ConfigError(f"--effective-epochs {config.effective_epochs}: less than one update, "
+                        f"which costs {one_update:.4g} effective epochs here")
+    total = math.ceil(config.effective_epochs * per_epoch - 1e-9)
+    return cls(per_epoch, total, config.eval_every)
+
+  def epochs(self, step: int) -> float:
+    """Effective epochs done after ``step`` updates."""
+    return step / self.updates_per_epoch
+
+  def is_eval(self, step: int) -> bool:
+    """The last update, and the first update at or past each multiple of eval_every."""
+    marks = lambda s: math.floor(s / (self.eval_every * self.updates_per_epoch) + 1e-9)
+    return step == self.total or marks(step) > marks(step - 1)

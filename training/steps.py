@@ -1,0 +1,185 @@
+"""The per-device training step and evaluation, run under pmap or shard_map.
+
+Every function here runs on each device with the device axis
+:data:`training.devices.AXIS` bound. Each device holds the whole training
+set; the global minibatch is drawn inside the compiled step and device d of
+n takes columns ``d * B/n ...`` of it, so 1 and n devices see the same
+examples in the same order.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from input_pipeline import Scaling
+from models.layers import BN_MOMENTUM
+from training.config import HEAT, SGD, Config
+from training.devices import AXIS
+
+
+class TrainState(NamedTuple):
+  """Replicated training state; ``perm`` is the example order of ``perm_epoch``."""
+
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  perm: jax.Array
+  perm_epoch: jax.Array
+
+
+class DeviceData(NamedTuple):
+  """Arrays that live on every device, stored as loaded; scaled inside the step."""
+
+  train_x: jax.Array
+  train_y: jax.Array
+  test_x: jax.Array
+  test_y: jax.Array
+  test_weight: jax.Array  # 1 for real test examples, 0 for padding
+
+
+Sampler = Callable[[jax.Array, jax.Array, jax.Array], tuple[tuple[jax.Array, jax.Array], jax.Array]]
+
+
+def make_batch_sampler(config: Config, num_train: int, seed_key: jax.Array) -> Sampler:
+  """``draw(perm, perm_epoch, first) -> ((perm, perm_epoch), rows)``: L minibatches.
+
+  Minibatch j (counted over the whole run) is rows ``(j mod E) * B ...`` of
+  the permutation of epoch ``j // E``, E = N // B minibatches per epoch (the
+  N mod B left-over examples change every epoch). ``rows`` is int32[L, B];
+  ``perm`` caches the permutation of ``perm_epoch`` so a new one is drawn
+  once per epoch, not per minibatch.
+  """
+  batch, batches_per_epoch = config.batch_size, num_train // config.batch_size
+  data_key = jax.random.fold_in(seed_key, 1)
+
+  def draw(perm, perm_epoch, first):
+    def one(carry, i):
+      perm, epoch = carry
+      j = first + i
+      new_epoch = j // batches_per_epoch
+      perm = lax.cond(
+          new_epoch != epoch,
+          lambda: jax.random.permutation(jax.random.fold_in(data_key, new_epoch), num_train),
+          lambda: perm,
+      )
+      rows = lax.dynamic_slice_in_dim(perm, (j % batches_per_epoch) * batch, batch)
+      return (perm, new_epoch), rows
+
+    return lax.scan(one, (perm, perm_epoch), jnp.arange(config.backprops_per_update))
+
+  return draw
+
+
+def draw_device_rows(
+    draw: Sampler, state: TrainState, config: Config
+) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+  """Per device: the new (perm, perm_epoch) and this device's rows, int32[L, B / n]."""
+  device, devices = lax.axis_index(AXIS), lax.axis_size(AXIS)
+  local = config.batch_size // devices
+  carry, rows = draw(state.perm, state.perm_epoch, state.step * config.backprops_per_update)
+  return carry, lax.dynamic_slice_in_dim(rows, device * local, local, axis=1)
+
+
+def make_train_step(
+    model: Any, tx: optax.GradientTransformationExtraArgs, config: Config,
+    num_train: int, scaling: Scaling, seed_key: jax.Array,
+) -> Callable[[TrainState, DeviceData], tuple[TrainState, dict[str, jax.Array]]]:
+  """The per-device update: draws L minibatches on the device, then one update.
+
+  Minibatch j's dropout key is ``fold_in(key, j)``, the same on every
+  device; the returned loss and error are those of minibatch 0 at x.
+  """
+  draw = make_batch_sampler(config, num_train, seed_key)
+  dropout_key = jax.random.fold_in(seed_key, 2)
+
+  def step(state, data):
+    first = state.step * config.backprops_per_update
+    (perm, perm_epoch), rows = draw_device_rows(draw, state, config)
+
+    def loss_fn(params, i):
+      x, y = scaling(data.train_x[rows[i]]), data.train_y[rows[i]]
+      logits, _ = model.apply(
+          {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+          rngs={"dropout": jax.random.fold_in(dropout_key, first + i)}, mutable=["batch_stats"],
+      )
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      return loss, jnp.mean(jnp.argmax(logits, -1) != y)
+
+    grad_fn = lambda params, i: jax.grad(loss_fn, has_aux=True)(params, i)[0]
+    if isinstance(config.optimizer, HEAT):
+      # HEAT evaluates gradients only at perturbed points; the loss at x is
+      # one forward pass for the record.
+      loss, error = loss_fn(state.params, 0)
+      grads = optax.tree.zeros_like(state.params)
+    else:
+      (loss, error), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, 0)
+      if isinstance(config.optimizer, SGD):
+        grads = lax.pmean(grads, AXIS)  # entropix's transforms average through axis_name
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
+    params = optax.apply_updates(state.params, updates)
+    new = state._replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         perm=perm, perm_epoch=perm_epoch)
+    return new, lax.pmean({"loss": loss, "error": error}, AXIS)
+
+  return step
+
+
+def eval_rows_per_device(devices: int, eval_batch: int) -> int:
+  """Test examples per device per evaluation batch (``eval_batch`` split evenly)."""
+  return -(-eval_batch // devices)
+
+
+def make_evaluate(
+    model: Any, config: Config, num_train: int, scaling: Scaling, eval_batch: int
+) -> Callable[[TrainState, DeviceData], tuple[TrainState, dict[str, jax.Array]]]:
+  """Per-device evaluation: BatchNorm statistics from the training set, then the test set.
+
+  The statistics are the mean over the N // B training minibatches (in
+  order, train mode, dropout off) of each minibatch's mean and variance:
+  what BatchNorm normalised with during training, averaged. Returns the
+  state with those statistics and the summed test loss and error count
+  (``data.test_x`` is padded to whole batches; padding has weight 0).
+  """
+  batch, batches = config.batch_size, num_train // config.batch_size
+
+  def evaluate(state, data):
+    device, devices = lax.axis_index(AXIS), lax.axis_size(AXIS)
+    local = batch // devices
+    zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
+
+    def add_batch(total, k):
+      rows = k * batch + device * local + jnp.arange(local)
+      _, new = model.apply({"params": state.params, "batch_stats": zeros},
+                           scaling(data.train_x[rows]), train=True, dropout=False,
+                           mutable=["batch_stats"])
+      return jax.tree.map(jnp.add, total, new["batch_stats"]), None
+
+    total, _ = lax.scan(add_batch, zeros, jnp.arange(batches))
+    # Each update left (1 - momentum) * batch statistic in the zeroed stats.
+    stats = jax.tree.map(lambda t: t / (batches * (1 - BN_MOMENTUM)), total)
+
+    per_device = eval_rows_per_device(devices, eval_batch)
+    test_batches = data.test_x.shape[0] // (per_device * devices)
+
+    def test_batch(_, k):
+      rows = k * per_device * devices + device * per_device + jnp.arange(per_device)
+      logits = model.apply({"params": state.params, "batch_stats": stats},
+                           scaling(data.test_x[rows]), train=False)
+      y, w = data.test_y[rows], data.test_weight[rows]
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+      wrong = (jnp.argmax(logits, -1) != y).astype(jnp.float32)
+      return None, (jnp.sum(w * loss), jnp.sum(w * wrong))
+
+    # Per-batch sums as scan outputs: a carry would mix device-invariant
+    # zeros with device-varying sums, which shard_map's type check refuses.
+    _, (loss, wrong) = lax.scan(test_batch, None, jnp.arange(test_batches))
+    loss, wrong = jnp.sum(loss), jnp.sum(wrong)
+    # Sums, divided on the host: the error is an exact count.
+    return state._replace(batch_stats=stats), lax.psum({"loss": loss, "wrong": wrong}, AXIS)
+
+  return evaluate
