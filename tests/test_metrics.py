@@ -56,3 +56,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
     training.train_and_evaluate(tiny(optimizer="sgd", lr=1e30, effective_epochs=2.0), tmp_path)
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["0"]
   assert [r["step"] for r in _lines(tmp_path / "metrics.jsonl")] == [0]
+
+
+def test_rate_and_time_left_leave_out_compilation_and_evaluations(tmp_path, monkeypatch):
+  now = [0.0]
+  monkeypatch.setattr("training.metrics.time.perf_counter", lambda: now[0])
+  writer = MetricsWriter(tmp_path / "m.jsonl", [], BUDGET, 2, start=0, progress=True)
+  for step, t in ((1, 100.0), (2, 101.0)):  # update 1 ends after 100 s of compiling
+    now[0] = t
+    writer.update(step, 1.0, 0.5)
+  with writer.paused():  # a 10 s evaluation
+    now[0] = 111.0
+  now[0] = 112.0
+  writer.update(3, 1.0, 0.5)
+  # 2 timed updates of 2 backprops in 2 s of training; 5 updates left (5 s)
+  # and 2 evaluations of 10 s.
+  assert writer._bar.postfix.endswith("2 backprops/s, 00:25 left")
+  writer.close()

@@ -86,7 +86,8 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> Train
   Raises:
     ConfigError: a workdir that already holds checkpoints without ``resume``,
       a resume with other flags or data, or a budget under one update.
-    input_pipeline.DataError: a missing or corrupt data file.
+    input_pipeline.DataError: a missing or corrupt data file, or data that
+      does not fit the config (a batch larger than the training set).
     TrainingDiverged: the loss became NaN or Inf (the last good checkpoint is kept).
   """
   start = time.perf_counter()
