@@ -1,5 +1,6 @@
 """Tests of training/optimizers.py: schedules and the optimizer factory."""
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import optax
@@ -33,35 +34,47 @@ def test_heat_sigma_squared_shrinks_by_one_plus_scoping_per_update():
   assert float(sigma(10)) ** 2 == pytest.approx(0.01 / 1.01**10, rel=1e-5)
 
 
+# Not the defaults anywhere, so an argument the factory forgets to pass shows.
+OWN = {"gamma": 0.02, "scoping": 0.01, "inner_steps": 3, "inner_lr": 0.05, "noise": 1e-3,
+       "alpha": 0.5, "sigma": 0.03, "samples": 3}
+
+
 def _by_hand(name, key):
   """What the config below describes, written out with optax and entropix."""
-  lr = 0.1  # the default schedule's first value; only update 0 runs here
+  lr = 0.3  # the first value of the default schedule; two updates run here
   if name == "sgd":
-    return optax.chain(optax.add_decayed_weights(0.01), optax.sgd(lr, momentum=0.9, nesterov=True))
-  common = dict(momentum=0.9, weight_decay=0.01, axis_name="batch", unroll=2)
-  gamma = entropix.scoping(1e-4, 1e-3, end_value=1 / {"hj": 0.25}.get(name, 0.1))
+    return optax.chain(optax.add_decayed_weights(0.01), optax.sgd(lr, momentum=0.8, nesterov=True))
+  common = dict(momentum=0.8, weight_decay=0.01, axis_name="batch", unroll=2)
+  gamma = entropix.scoping(0.02, 0.01, end_value=1 / 0.05)
   if name == "heat":
-    return entropix.heat(lr, sigma=0.01, samples=20, key=key, **common)
+    sigma = optax.exponential_decay(0.03, 1, 1.01**-0.5)
+    return entropix.heat(lr, sigma=sigma, samples=3, key=key, **common)
   if name == "hj":
-    return entropix.hj(lr, gamma=gamma, inner_steps=5, inner_lr=0.25, **common)
-  return entropix.entropy_sgd(lr, gamma=gamma, inner_steps=20, inner_lr=0.1, noise=1e-4,
-                              alpha=0.75, key=key, **common)
+    return entropix.hj(lr, gamma=gamma, inner_steps=3, inner_lr=0.05, **common)
+  return entropix.entropy_sgd(lr, gamma=gamma, inner_steps=3, inner_lr=0.05, noise=1e-3,
+                              alpha=0.5, key=key, **common)
 
 
 @pytest.mark.parametrize("name", list(cfg.OPTIMIZERS))
 def test_the_factory_builds_the_optimizer_the_config_describes(name):
-  config = cfg.build_config(optimizer=name, devices=1, weight_decay=0.01,
-                            **({} if name == "sgd" else {"unroll": 2}))
+  fields = [f.name for f in dataclasses.fields(cfg.OPTIMIZERS[name])]
+  config = cfg.build_config(optimizer=name, devices=1, weight_decay=0.01, lr=0.3, momentum=0.8,
+                            **({} if name == "sgd" else {"unroll": 2}),
+                            **{k: v for k, v in OWN.items() if k in fields})
   key = jax.random.PRNGKey(7)
   params = {"w": jnp.array([-1.0, -0.3, 0.4, 1.2])}
   grad_fn = lambda p, i: jax.tree.map(lambda w: jnp.sin(w * (i + 1.0)), p)
 
-  def first_update(tx):
-    grads = grad_fn(params, 0)
-    step = lambda s: tx.update(grads, s, params, grad_fn=grad_fn)[0]
-    return jax.pmap(step, axis_name="batch")(jax.tree.map(lambda x: x[None], tx.init(params)))
+  def first_updates(tx, count=2):  # two updates, so scoping's k = 1 shows too
+    def step(s, p):
+      updates, s = tx.update(grad_fn(p, 0), s, p, grad_fn=grad_fn)
+      return s, optax.apply_updates(p, updates)
+    state, p = jax.tree.map(lambda x: x[None], tx.init(params)), jax.tree.map(lambda x: x[None], params)
+    for _ in range(count):
+      state, p = jax.pmap(step, axis_name="batch")(state, p)
+    return p
 
-  got = first_update(optimizers.make_optimizer(config, 10.0, key, "batch"))
-  want = first_update(optax.with_extra_args_support(_by_hand(name, key)))
-  assert jnp.all(got["w"] != 0)
+  got = first_updates(optimizers.make_optimizer(config, 10.0, key, "batch"))
+  want = first_updates(optax.with_extra_args_support(_by_hand(name, key)))
+  assert jnp.all(got["w"] != params["w"])
   assert jnp.allclose(got["w"], want["w"], rtol=1e-6, atol=0), name
