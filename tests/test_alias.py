@@ -30,7 +30,9 @@ def assert_same(a, b):
 
 
 def test_entropy_sgd_is_local_entropy_then_nesterov_sgd():
-  kw = dict(inner_steps=4, inner_lr=0.05, noise=1e-2, alpha=0.5, weight_decay=1e-2, key=3)
+  # Every argument away from its default, so one the alias drops shows.
+  kw = dict(inner_steps=4, inner_lr=0.05, noise=1e-2, alpha=0.5, weight_decay=1e-2,
+            inner_momentum=0.5, key=3, sampler="normal", unroll=2)
   assert_same(
       two_updates(entropix.entropy_sgd(0.7, gamma=0.3, momentum=0.8, **kw)),
       two_updates(optax.chain(entropix.local_entropy(0.3, **kw), optax.sgd(0.7, 0.8, nesterov=True))),
@@ -43,17 +45,21 @@ def test_hj_is_noiseless_last_iterate_with_the_papers_defaults():
       optax.sgd(0.7, 0.9, nesterov=True),
   )
   assert_same(two_updates(entropix.hj(0.7, gamma=0.3)), two_updates(expected))
+  kw = dict(inner_steps=3, inner_lr=0.1, weight_decay=0.05, inner_momentum=0.5, unroll=2)
+  expected = optax.chain(entropix.local_entropy(0.3, noise=0.0, alpha=0.0, **kw),
+                         optax.sgd(0.7, 0.8, nesterov=True))
+  assert_same(two_updates(entropix.hj(0.7, gamma=0.3, momentum=0.8, **kw)), two_updates(expected))
 
 
 def test_heat_decays_weights_on_the_outer_step():
-  kw = dict(samples=3, key=1)
+  kw = dict(samples=3, key=1, sampler="binomial", unroll=2)
   expected = optax.chain(
       entropix.gaussian_smoothing(0.2, **kw),
       optax.add_decayed_weights(0.1),
-      optax.sgd(0.7, 0.9, nesterov=True),
+      optax.sgd(0.7, 0.8, nesterov=True),
   )
   assert_same(
-      two_updates(entropix.heat(0.7, sigma=0.2, weight_decay=0.1, **kw)),
+      two_updates(entropix.heat(0.7, sigma=0.2, weight_decay=0.1, momentum=0.8, **kw)),
       two_updates(expected),
   )
 

@@ -12,7 +12,7 @@ import pytest
 
 import input_pipeline
 import training
-from training import checkpoints
+from training import checkpoints, loop
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -53,13 +53,33 @@ def test_a_killed_run_resumes_to_the_same_metrics(mnist_dir, tmp_path):
           == (tmp_path / "whole" / "metrics.jsonl").read_text())
 
 
-def test_resume_extends_the_budget_and_refuses_changed_flags(tiny, tmp_path):
+def _counting_steps(monkeypatch):
+  """Counts the updates that train_and_evaluate runs from now on."""
+  ran = []
+  build = loop.build_program
+
+  def counted(*args):
+    program = build(*args)
+    step = program.train_step
+    return program._replace(train_step=lambda *a: (ran.append(1), step(*a))[1])
+
+  monkeypatch.setattr(loop, "build_program", counted)
+  return ran
+
+
+def test_resume_runs_only_the_remaining_updates_and_refuses_changed_flags(
+    tiny, tmp_path, monkeypatch):
   short = training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=1.0), tmp_path / "r")
+  ran = _counting_steps(monkeypatch)
   longer = training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=2.0, resume=True),
                                        tmp_path / "r")
+  assert len(ran) == 32 - 16  # 16 updates per effective epoch; the first 16 restored
   whole = training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=2.0), tmp_path / "w")
   assert longer.history[:len(short.history)] == short.history
   assert longer.history == whole.history
+  # Evaluations (eval_every 1) at 0, 16, 32; the last two checkpoints kept.
+  assert [r["step"] for r in longer.history] == [0, 16, 32]
+  assert sorted(os.listdir(tmp_path / "r" / "checkpoints"), key=int) == ["16", "32"]
   with pytest.raises(training.ConfigError, match=r"--lr \(0.1, now 0.2\)"):
     training.train_and_evaluate(tiny(optimizer="sgd", lr=0.2, effective_epochs=3.0, resume=True),
                                 tmp_path / "r")

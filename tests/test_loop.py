@@ -64,3 +64,10 @@ def test_budgets_below_one_update_are_refused_before_anything_is_written(tiny, t
   with pytest.raises(training.ConfigError, match="less than one update"):
     training.train_and_evaluate(tiny(effective_epochs=0.01), tmp_path / "tiny")
   assert not (tmp_path / "tiny").exists()
+
+
+def test_each_record_has_the_lr_of_the_last_update_before_it(tiny, tmp_path):
+  # 16 updates per effective epoch; from effective epoch 0.5 (update 8) on, lr 0.01.
+  result = training.train_and_evaluate(
+      tiny(optimizer="sgd", eval_every=0.5, lr=0.1, lr_schedule="0.5:0.01"), tmp_path)
+  assert [(r["step"], r["lr"]) for r in result.history] == [(0, 0.1), (8, 0.1), (16, 0.01)]

@@ -79,3 +79,19 @@ def test_dropout_false_keeps_batch_statistics(name):
 def test_unknown_model_is_refused_by_name():
   with pytest.raises(ValueError, match="resnet"):
     models.create("resnet")
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5])
+def test_dropout_keeps_one_minus_rate_and_rescales_by_it(rate):
+  from models.layers import Dropout
+
+  x = jnp.ones((64, 2048))
+  y = Dropout(rate).apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+  kept = np.asarray(y) != 0
+  n = kept.size
+  # Within 5 standard errors of 1 - rate; every kept unit scaled by 1 / (1 - rate).
+  assert abs(kept.mean() - (1 - rate)) < 5 * np.sqrt(rate * (1 - rate) / n)
+  np.testing.assert_allclose(np.asarray(y)[kept], 1 / (1 - rate), rtol=1e-6)
+  # Examples draw their own masks: rows differ, and so do columns.
+  assert not np.array_equal(kept[0], kept[1]) and not np.array_equal(kept[:, 0], kept[:, 1])
+  np.testing.assert_array_equal(Dropout(rate).apply({}, x, deterministic=True), x)

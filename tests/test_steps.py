@@ -1,6 +1,7 @@
 """Tests of training/steps.py: the on-device sampler, step and evaluation."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -42,3 +43,41 @@ def test_evaluation_uses_the_training_sets_mean_batch_statistics(tiny, tmp_path)
                        scaling(dataset.test_images), train=False)
   error = 100 * float(np.mean(np.argmax(logits, -1) != dataset.test_labels))
   assert result.summary["val_error"] == pytest.approx(error, abs=1e-4)
+
+
+class _KeySpy:
+  """A stand-in network that records the dropout key of every forward pass."""
+
+  def __init__(self):
+    self.keys = []
+
+  def apply(self, variables, x, *, train, rngs, mutable):
+    key = rngs["dropout"]
+    jax.debug.callback(lambda k: self.keys.append(tuple(np.asarray(k))), key)
+    noise = jax.random.uniform(key, (x.shape[0], 10))  # so the key matters to the loss
+    logits = x.reshape(x.shape[0], -1)[:, :10] * variables["params"]["w"] + noise
+    return logits, {"batch_stats": {}}
+
+
+def test_each_minibatch_of_an_update_has_its_own_dropout_key(tiny):
+  import entropix
+  from training import devices
+
+  config = tiny(optimizer="entropy-sgd", inner_steps=3, batch_size=4)
+  spy, seed_key = _KeySpy(), jax.random.PRNGKey(config.seed)
+  tx = entropix.entropy_sgd(0.1, gamma=1.0, inner_steps=3, axis_name=devices.AXIS)
+  params = {"w": jnp.ones(10)}
+  state = steps.TrainState(np.zeros((), np.int32), params, {}, tx.init(params),
+                           np.zeros(8, np.int32), np.full((), -1, np.int32))
+  data = steps.DeviceData(np.ones((8, 28, 28), np.uint8), np.zeros(8, np.int32),
+                          np.ones((4, 28, 28), np.uint8), np.zeros(4, np.int32), np.ones(4))
+  parallel = devices.Parallel(jax.local_devices()[:1], "pmap")
+  step = parallel.map(steps.make_train_step(spy, tx, config, 8, input_pipeline.SCALINGS["raw"],
+                                            seed_key))
+  state = parallel.put(state)
+  for _ in range(2):
+    state, out = step(state, parallel.put(data))
+  jax.block_until_ready(out)
+  dropout_key = jax.random.fold_in(seed_key, 2)
+  want = [tuple(np.asarray(jax.random.fold_in(dropout_key, j))) for j in range(6)]
+  assert sorted(set(spy.keys)) == sorted(want)  # minibatch j of the run: fold_in(key, j)
