@@ -216,3 +216,36 @@ def test_missing_grad_fn_says_how_to_pass_it():
     transform.update(x, transform.init(x), x)
   with pytest.raises(ValueError, match="params"):
     entropix.local_entropy(1.0).update(x, transform.init(x)[0], None, grad_fn=lambda p, i: p)
+
+
+def _langevin_increments(**kw):
+  """One noise increment per parameter: x = 0, f = 0, inner_lr 1/2, noise 1, last iterate."""
+  x = jnp.zeros(200_000)
+  opt = entropix.local_entropy(1e-6, inner_steps=2, inner_lr=0.5, noise=1.0, alpha=0.0, key=5, **kw)
+  zero = lambda p, i: jnp.zeros_like(p)
+  updates, _ = opt.update(zero(x, 0), opt.init(x), x, grad_fn=zero)
+  return -np.asarray(updates, np.float64)  # x - y_1 = -sqrt(2 * 1/2) * xi
+
+
+def test_the_default_noise_is_the_standardised_binomial():
+  # (k - 16) / sqrt(8) for k ~ Binomial(32, 1/2): every increment on that lattice.
+  on_lattice = lambda z: np.abs(z * np.sqrt(8) - np.round(z * np.sqrt(8))) < 1e-4
+  assert on_lattice(_langevin_increments()).all()
+  assert on_lattice(_langevin_increments(sampler="normal")).mean() < 0.01
+
+
+def test_the_chain_runs_in_float32_for_bfloat16_params():
+  # Steps of 1e-3 from 1.0: below bfloat16's resolution there (2**-8), so a
+  # chain kept in bfloat16 would never move.
+  grad = lambda p, i: jnp.full_like(p, 0.01)
+
+  def update(dtype):
+    x = jnp.ones(4, dtype)
+    opt = entropix.local_entropy(1e-3, inner_steps=20, inner_lr=0.1, noise=0.0, alpha=0.0)
+    updates, _ = opt.update(grad(x, 0), opt.init(x), x, grad_fn=grad)
+    assert updates.dtype == dtype
+    return np.asarray(updates, np.float32)
+
+  want = update(jnp.float32)
+  np.testing.assert_allclose(want, 20 * 1e-3, rtol=1e-2)  # 20 steps of inner_lr * 0.01
+  np.testing.assert_allclose(update(jnp.bfloat16), want, rtol=1e-2)

@@ -84,3 +84,16 @@ def test_missing_grad_fn_says_how_to_pass_it():
   x = jnp.ones(2)
   with pytest.raises(TypeError, match="grad_fn"):
     transform.update(x, transform.init(x), x)
+
+
+def test_the_default_perturbations_are_gaussian():
+  # f(y) = |y|^2 / 2 at x = 0 with sigma 1 and one sample: the "gradient"
+  # is the perturbation itself.
+  x = jnp.zeros(1_000_000)
+  opt = entropix.gaussian_smoothing(1.0, samples=1, key=2)
+  updates, _ = opt.update(jnp.zeros_like(x), opt.init(x), x, grad_fn=lambda p, i: p)
+  z = np.asarray(updates, np.float64)
+  # Not the binomial's lattice, and a Gaussian's kurtosis (the binomial's
+  # excess kurtosis, -1/16, is 12 standard errors away).
+  assert np.mean(np.abs(z * np.sqrt(8) - np.round(z * np.sqrt(8))) < 1e-4) < 0.01
+  assert abs(np.mean(z**4) / np.mean(z**2) ** 2 - 3) < 5 * np.sqrt(24 / z.size)
