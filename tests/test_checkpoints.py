@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,3 +117,18 @@ def test_nothing_is_created_before_the_first_save(tmp_path):
   saver = checkpoints.Checkpointer(tmp_path / "w")
   assert saver.latest() is None and saver.describe_latest() == "no checkpoint was written"
   assert not (tmp_path / "w").exists()
+
+
+def test_resume_may_move_the_data_and_change_devices_and_spmd(tiny, mnist_dir, tmp_path):
+  moved = tmp_path / "moved"
+  shutil.copytree(mnist_dir, moved)
+  run = lambda **flags: tiny(optimizer="sgd", eval_every=0.5, **flags)
+  training.train_and_evaluate(run(effective_epochs=0.5), tmp_path / "r")
+  resumed = training.train_and_evaluate(
+      run(effective_epochs=1.0, resume=True, devices=2, spmd="shard_map", data_dir=str(moved)),
+      tmp_path / "r")
+  whole = training.train_and_evaluate(run(effective_epochs=1.0), tmp_path / "w")
+  assert [r["step"] for r in resumed.history] == [r["step"] for r in whole.history] == [0, 8, 16]
+  # The same trajectory up to float reassociation.
+  for a, b in zip(resumed.history, whole.history):
+    assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3, abs=1e-5)

@@ -79,3 +79,18 @@ def test_budget_counts_updates_and_marks_evaluations():
   assert [s for s in range(1, 7) if budget.is_eval(s)] == [2, 4, 6]
   with pytest.raises(cfg.ConfigError, match="less than one update"):
     cfg.Budget.of(dataclasses.replace(config, effective_epochs=0.1), num_train=256)
+
+
+def test_the_documented_per_model_defaults():
+  # README "Defaults": gamma0 / scoping, weight decay and budgets per model.
+  for model, gamma, scoping, decay, budgets in (
+      ("mnistfc", 1e-4, 1e-3, 0.0, (120, 200, 200, 194)),
+      ("lenet", 1e-3, 1e-4, 0.0, (80, 75, 70, 67)),
+      ("allcnn", 3e-2, 1e-4, 1e-3, (160, 150, 145, 195)),
+  ):
+    data = {"data_dir": "cifar"} if model == "allcnn" else {}
+    config = cfg.build_config(model=model, devices=1, **data)
+    assert (config.optimizer.gamma, config.optimizer.scoping, config.weight_decay) == (
+        gamma, scoping, decay)
+    assert tuple(cfg.build_config(model=model, optimizer=o, devices=1, **data).effective_epochs
+                 for o in ("entropy-sgd", "heat", "hj", "sgd")) == budgets

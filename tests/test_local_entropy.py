@@ -249,3 +249,19 @@ def test_the_chain_runs_in_float32_for_bfloat16_params():
   want = update(jnp.float32)
   np.testing.assert_allclose(want, 20 * 1e-3, rtol=1e-2)  # 20 steps of inner_lr * 0.01
   np.testing.assert_allclose(update(jnp.bfloat16), want, rtol=1e-2)
+
+
+def test_the_compiled_update_does_not_grow_with_inner_steps():
+  # The loop is a lax.scan: L = 50 compiles the same program as L = 2 (the
+  # benchmark measures the compile times; this checks the cause).
+  x = jnp.ones(8)
+  grad = lambda p, i: jnp.sin(p) * i
+
+  def program(steps):
+    opt = entropix.local_entropy(0.1, inner_steps=steps)
+    update = lambda s: opt.update(grad(x, 0), s, x, grad_fn=grad)
+    return jax.jit(update).lower(opt.init(x)).as_text()
+
+  short, long = program(2), program(50)
+  assert len(long) == pytest.approx(len(short), rel=0.01)
+  assert program(3) != short  # and it does depend on L (the trip count)

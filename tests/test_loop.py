@@ -22,7 +22,10 @@ def test_every_mnist_model_and_optimizer_learns(model, optimizer, devices, tiny,
       tiny(model=model, optimizer=optimizer, devices=devices, **fast[optimizer]), tmp_path)
   first, last = result.history[0], result.history[-1]
   assert first["step"] == 0 and last["effective_epochs"] >= 1.0
-  assert last["val_loss"] < first["val_loss"], result.history
+  # Ten noisy prototypes: chance is 90% error; every optimizer gets every
+  # test image right after one effective epoch (measured), so allow 3 of 64.
+  assert first["val_error"] > 50 and last["val_error"] <= 5, result.history
+  assert last["val_loss"] < 0.2 * first["val_loss"], result.history
   assert np.isfinite(last["train_loss"])
   summary = result.summary
   assert summary["backprops"] == last["backprops"] == last["step"] * (

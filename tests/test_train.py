@@ -1,6 +1,10 @@
 """Tests of train.py, the command line: flags, --help, exit codes."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -86,3 +90,23 @@ def test_a_run_prints_its_summary_last_and_exits_1_on_nan(mnist_dir, tmp_path, c
   assert summary["updates"] == 4 and summary["workdir"] == str(tmp_path / "ok")
   assert train.main([*flags, "--lr", "1e30", "--workdir", str(tmp_path / "nan")]) == 1
   assert "loss is nan" in capsys.readouterr().err
+
+
+def test_the_default_workdir_names_the_run(mnist_dir, tmp_path, capsys, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert train.main(["--optimizer", "sgd", "--batch-size", "16", "--data-dir", mnist_dir,
+                     "--devices", "1", "--effective-epochs", "0.1", "--seed", "4",
+                     "--no-progress"]) == 0
+  workdir = json.loads(capsys.readouterr().out.splitlines()[-1])["workdir"]
+  assert re.fullmatch(rf"runs/mnistfc-sgd-seed4-\d{{8}}-\d{{6}}-{os.getpid()}", workdir)
+  assert sorted(os.listdir(tmp_path / workdir)) == ["checkpoints", "config.json", "metrics.jsonl"]
+
+
+def test_the_quickstart_example_runs_and_every_optimizer_fits():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, os.path.join(root, "examples", "quickstart.py")],
+                       capture_output=True, text=True, timeout=300, check=True).stdout
+  rows = {line.split()[0]: line.split() for line in out.splitlines()[-4:]}
+  assert sorted(rows) == ["Entropy-SGD", "HEAT", "HJ", "SGD"]
+  for name, (_, updates, backprops, loss, accuracy, _) in rows.items():
+    assert int(backprops) == 3000 and float(loss) < 0.05 and float(accuracy) > 0.95, name
