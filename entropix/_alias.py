@@ -54,6 +54,8 @@ def entropy_sgd(
     ...   updates, state = opt.update(grad_fn(params, 0), state, params,
     ...                               grad_fn=grad_fn)
     ...   params = optax.apply_updates(params, updates)
+    >>> print(" ".join(f"{v:.4f}" for v in params))  # from (1, 1) towards 0
+    0.0699 0.1238
 
   Args:
     learning_rate: outer learning rate (a float or schedule); it absorbs gamma.
@@ -121,6 +123,8 @@ def hj(
     >>> state = opt.init(params)
     >>> updates, state = opt.update(grad_fn(params, 0), state, params,
     ...                             grad_fn=grad_fn)
+    >>> print(" ".join(f"{v:.4f}" for v in updates))  # x - prox = 2/3, 5 steps: 0.63
+    -0.6327 -0.6327 -0.6327
 
   Args:
     learning_rate: outer learning rate (a float or schedule).
@@ -181,6 +185,8 @@ def heat(
     >>> state = opt.init(params)
     >>> updates, state = opt.update(optax.tree.zeros_like(params), state,
     ...                             params, grad_fn=grad_fn)
+    >>> print(updates.shape, updates.dtype)  # 4 perturbations: a noisy estimate
+    (3,) float32
 
   Args:
     learning_rate: outer learning rate (a float or schedule).

@@ -76,16 +76,18 @@ def local_entropy(
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, entropix
-    >>> batches = jnp.arange(20.0).reshape(5, 4)
-    >>> loss = lambda p, b: jnp.mean((p["w"] * b - 1.0) ** 2)
+    >>> batches = jnp.linspace(-1.0, 1.0, 20).reshape(5, 4)  # 5 minibatches
+    >>> loss = lambda p, b: jnp.mean((p["w"] - b) ** 2)
     >>> grad_fn = lambda p, i: jax.grad(loss)(p, batches[i])
     >>> opt = optax.chain(entropix.local_entropy(1.0, inner_steps=5),
     ...                   optax.sgd(0.5))
-    >>> params = {"w": jnp.array(0.3)}
+    >>> params = {"w": jnp.array(2.0)}
     >>> state = opt.init(params)
     >>> updates, state = opt.update(grad_fn(params, 0), state, params,
     ...                             grad_fn=grad_fn)
     >>> params = optax.apply_updates(params, updates)
+    >>> print(f"{float(params['w']):.4f}", int(state[0].count))  # towards 0
+    1.6442 1
 
   Args:
     gamma: coupling strength :math:`\gamma > 0`, a float or a schedule of the

@@ -61,7 +61,8 @@ def gaussian_smoothing(
     >>> state = opt.init(params)
     >>> updates, state = opt.update(optax.tree.zeros_like(params), state,
     ...                             params, grad_fn=jax.grad(loss))
-    >>> params = optax.apply_updates(params, updates)
+    >>> print(f"{float(updates['w']):.4f}")  # -0.1 x (8-sample smoothed gradient)
+    -0.1281
 
   Args:
     sigma: standard deviation :math:`\sigma \ge 0` of the perturbations, a
