@@ -29,3 +29,18 @@ def test_the_distribution_installs_the_library_alone():
     warnings.simplefilter("ignore")
     dist = apply_configuration(Distribution(), ROOT / "pyproject.toml")
   assert dist.packages == ["entropix"] and not dist.py_modules
+
+
+def test_every_file_readme_and_the_code_cite_is_in_the_repository():
+  readme = (ROOT / "README.md").read_text()
+  cited = set(re.findall(r"`((?:[\w.-]+/)*[\w.-]+\.(?:py|md|json|toml|ipynb))`", readme))
+  sources = [p for d in ("entropix", "models", "training", "tests", "benchmarks", "examples")
+             for p in (ROOT / d).glob("*.py")] + [ROOT / "train.py", ROOT / "input_pipeline.py"]
+  for path in sources:
+    cited |= set(re.findall(r"\b((?:docs|results|benchmarks|data)/[\w./-]+\.\w+)", path.read_text()))
+  cited = {c for c in cited if not c.startswith("WORKDIR/")}  # a run's files
+  # README names the library's modules by their bare names (_alias.py).
+  folders = ("", "entropix", "models", "training", "benchmarks", "tests", "examples")
+  missing = [c for c in cited if not any((ROOT / d / c).exists() for d in folders)]
+  assert cited and not missing, missing
+  assert "docs/conventions.md" in cited

@@ -29,14 +29,15 @@ def test_matches_the_analytic_smoothed_gradient_of_cosine(x0):
 
 def test_binomial_sampler_matches_its_own_kernel():
   # The standardised Binomial(32, 1/2) kernel has characteristic function
-  # cos(t / (2 sqrt 8))^32, within 1% of exp(-t^2/2) at t = sigma k = 1.2.
+  # cos(t / (2 sqrt 8))^32 (within 1% of the Gaussian exp(-t^2/2) at t = 1.2).
   k, sigma, x0, copies, samples = 3.0, 0.4, 0.4, 20_000, 20
   transform = entropix.gaussian_smoothing(sigma, samples=samples, key=2, sampler="binomial")
   out, _ = smoothed(transform, jnp.full((copies,), x0), lambda p, i: k * jnp.sin(k * p))
   t = sigma * k
   expected = k * np.sin(k * x0) * np.cos(t / (2 * np.sqrt(8))) ** 32
   assert abs(float(jnp.mean(out)) - expected) < 5 * k / np.sqrt(2 * copies * samples)
-  assert abs(np.cos(t / (2 * np.sqrt(8))) ** 32 / np.exp(-(t**2) / 2) - 1) < 0.01
+  # That is too close to the Gaussian kernel for this test to tell the laws
+  # apart; test_the_default_perturbations_are_gaussian does.
 
 
 @pytest.mark.parametrize("samples", [1, 3, 20])

@@ -2,7 +2,8 @@
 
 Sources: "Table 1", "Sec." and "Remark" are the paper; "code" is the
 authors' Table-1 code (github.com/pratikac/hamilton-jacobi); "ours" is a
-choice the paper leaves open, "measured" a figure measured in this repository.
+choice the paper leaves open. docs/conventions.md collects what the paper
+and that code fix.
 :mod:`training.config` fills every flag the user leaves out from here.
 """
 
@@ -55,9 +56,7 @@ BATCH_SIZE = 128  # code and Sec. 7
 EVAL_EVERY = 5.0  # effective epochs between evaluations (ours)
 EVAL_BATCH = 1000  # test examples per evaluation batch (ours; any value gives the same numbers)
 
-# measured: XLA:CPU runs convolutions 3-4x slower inside a loop body
-# (jax-ml/jax#12868; LeNet, batch 128, 2-core CPU: 141 ms per backprop in the
-# loop, 38 ms unrolled, for a compile of 38 s instead of 12 s). The inner
-# loop of these networks is unrolled on CPU; mnistfc is faster rolled
-# (9.5 ms against 12.1 ms).
+# XLA:CPU runs convolutions several times slower inside a loop body than
+# outside (jax-ml/jax#12868): the inner loop of these networks is unrolled on
+# CPU, for a compile time that grows with L; mnistfc keeps the rolled loop.
 UNROLL_ON_CPU = ("lenet", "allcnn")
