@@ -26,6 +26,14 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+# The image shape each network was built for (the paper's datasets).
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "mnistfc": (28, 28),
+    "lenet": (28, 28),
+    "allcnn": (32, 32, 3),
+}
+
+
 def create(name: str, *, axis_name: str | None = None) -> nn.Module:
   """The network registered as ``name`` (mnistfc, lenet or allcnn)."""
   if name not in REGISTRY:
@@ -33,4 +41,4 @@ def create(name: str, *, axis_name: str | None = None) -> nn.Module:
   return REGISTRY[name](axis_name=axis_name)
 
 
-__all__ = ["AllCNN", "LeNet", "MnistFC", "REGISTRY", "create"]
+__all__ = ["INPUT_SHAPES", "AllCNN", "LeNet", "MnistFC", "REGISTRY", "create"]

@@ -74,3 +74,10 @@ def test_each_record_has_the_lr_of_the_last_update_before_it(tiny, tmp_path):
   result = training.train_and_evaluate(
       tiny(optimizer="sgd", eval_every=0.5, lr=0.1, lr_schedule="0.5:0.01"), tmp_path)
   assert [(r["step"], r["lr"]) for r in result.history] == [(0, 0.1), (8, 0.1), (16, 0.01)]
+
+
+def test_a_network_is_refused_data_of_another_shape(tiny, cifar_dir, tmp_path):
+  with pytest.raises(training.ConfigError, match=r"--model lenet takes images of shape \(28, 28\)"):
+    training.train_and_evaluate(tiny(model="lenet", data_dir=cifar_dir, input_scaling="raw"),
+                                tmp_path / "run")
+  assert not (tmp_path / "run").exists()

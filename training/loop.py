@@ -100,6 +100,10 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> Train
   saved = checkpointer.resume_point(config)
   dataset, scaling = input_pipeline.load(config.run.data_dir, config.input_scaling)
   dataset.check(batch_size=config.batch_size, num_classes=10)
+  if dataset.train_images.shape[1:] != models.INPUT_SHAPES[config.model]:
+    raise ConfigError(f"--model {config.model} takes images of shape "
+                      f"{models.INPUT_SHAPES[config.model]}; --data-dir {config.run.data_dir} "
+                      f"holds {dataset.train_images.shape[1:]}")
   budget = Budget.of(config, dataset.train_images.shape[0])
   data_id = checkpoints.fingerprint(dataset)
   if saved is not None:
