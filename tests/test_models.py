@@ -95,3 +95,19 @@ def test_dropout_keeps_one_minus_rate_and_rescales_by_it(rate):
   # Examples draw their own masks: rows differ, and so do columns.
   assert not np.array_equal(kept[0], kept[1]) and not np.array_equal(kept[:, 0], kept[:, 1])
   np.testing.assert_array_equal(Dropout(rate).apply({}, x, deterministic=True), x)
+
+
+@pytest.mark.parametrize("shape,window", [((4, 24, 24, 5), 3), ((4, 8, 8, 7), 2), ((3, 7, 8, 2), 3)])
+def test_max_pool_equals_flax_in_values_and_gradients_ties_included(shape, window):
+  import flax.linen as nn
+
+  from models.layers import max_pool
+
+  rng = np.random.default_rng(0)
+  x = np.maximum(rng.normal(size=shape), 0).astype(np.float32)  # ReLU output: tied zeros
+  x[:, ::2] = np.round(x[:, ::2])  # and tied integers
+  reference = lambda x: nn.max_pool(x, (window, window), strides=(window, window))
+  np.testing.assert_array_equal(max_pool(jnp.asarray(x), window), reference(x))
+  cotangent = rng.normal(size=reference(x).shape).astype(np.float32)
+  grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * cotangent))(jnp.asarray(x))
+  np.testing.assert_array_equal(grad(lambda x: max_pool(x, window)), grad(reference))
