@@ -317,11 +317,11 @@ def load(source: str | pathlib.Path, input_scaling: str = "raw") -> tuple[Datase
     raise DataError(f"input scaling {input_scaling!r}: choose one of {list(SCALINGS)}")
   if str(source) == "mnist":
     return load_idx_dataset(BUNDLED_MNIST), SCALINGS[input_scaling]
-  cifar = str(source) == "tfds" or (pathlib.Path(source) / CIFAR_TRAIN_FILES[0]).is_file()
-  if not cifar:
+  tfds = str(source) == "tfds"
+  if not (tfds or (pathlib.Path(source) / CIFAR_TRAIN_FILES[0]).is_file()):
     return load_idx_dataset(source), SCALINGS[input_scaling]
   if input_scaling != "raw":
     raise DataError(f"input scaling {input_scaling!r} applies to IDX (MNIST) images; "
                     "CIFAR-10 is GCN + ZCA whitened")
-  dataset = load_cifar10_tfds() if str(source) == "tfds" else load_cifar10(source)
+  dataset = load_cifar10_tfds() if tfds else load_cifar10(source)
   return whiten_cifar10(dataset), SCALINGS["raw"]

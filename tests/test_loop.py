@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import training
+from training.config import OPTIMIZERS
 
-OPTIMIZERS = ("sgd", "entropy-sgd", "hj", "heat")
 
 
 # Every optimizer on both MNIST networks, and on 4 devices for mnistfc (the
