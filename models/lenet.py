@@ -8,7 +8,7 @@ ReLU -> MaxPool 2/2 -> BN -> Dropout 0.25 -> Dense 500 -> ReLU -> Dropout 0.25
 import flax.linen as nn
 import jax
 
-from models.layers import max_pool, norm_and_dropout
+from models.layers import max_pool, norm_and_dropout, patch_conv
 
 
 class LeNet(nn.Module):
@@ -32,9 +32,9 @@ class LeNet(nn.Module):
     drop = lambda x: drop_at(x, self.dropout_rate)
     if x.ndim == 3:
       x = x[..., None]
-    x = nn.relu(nn.Conv(20, (5, 5), padding="VALID")(x))
+    x = nn.relu(nn.Conv(20, (5, 5), padding="VALID", conv_general_dilated=patch_conv)(x))
     x = drop(norm()(max_pool(x, 3)))
-    x = nn.relu(nn.Conv(50, (5, 5), padding="VALID")(x))
+    x = nn.relu(nn.Conv(50, (5, 5), padding="VALID", conv_general_dilated=patch_conv)(x))
     x = drop(norm()(max_pool(x, 2)))
     x = x.reshape((x.shape[0], -1))
     x = drop(nn.relu(nn.Dense(500)(x)))

@@ -111,3 +111,66 @@ def test_max_pool_equals_flax_in_values_and_gradients_ties_included(shape, windo
   cotangent = rng.normal(size=reference(x).shape).astype(np.float32)
   grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * cotangent))(jnp.asarray(x))
   np.testing.assert_array_equal(grad(lambda x: max_pool(x, window)), grad(reference))
+
+
+def test_dropout_masks_are_independent_across_examples_units_and_minibatches():
+  from models.layers import Dropout
+
+  rate, shape = 0.25, (256, 8, 8, 20)  # LeNet's first dropout, batch 256
+  masks = [np.asarray(Dropout(rate).apply({}, jnp.ones(shape), deterministic=False,
+                                          rngs={"dropout": jax.random.PRNGKey(k)}) != 0)
+           for k in (0, 1)]
+  keep = masks[0].reshape(shape[0], -1).astype(np.float64)
+  n = keep.size
+
+  def corr(a, b):
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    return (a @ b) / np.sqrt((a @ a) * (b @ b))
+
+  assert abs(keep.mean() - (1 - rate)) < 5 * np.sqrt(rate * (1 - rate) / n)
+  # Neighbouring examples, neighbouring units, units one example's width
+  # apart diagonally (a counter e + u would repeat there), two minibatch keys:
+  # every correlation within 5 standard errors (1 / sqrt(pairs)) of 0.
+  pairs = {
+      "examples": (keep[1:], keep[:-1]),
+      "units": (keep[:, 1:], keep[:, :-1]),
+      "diagonal": (keep[1:, :-1], keep[:-1, 1:]),
+      "minibatches": (masks[0], masks[1]),
+  }
+  for name, (a, b) in pairs.items():
+    assert abs(corr(a, b)) < 5 / np.sqrt(a.size), name
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0])
+def test_dropout_rate_outside_0_1_is_refused_by_value(rate):
+  from models.layers import Dropout
+
+  with pytest.raises(ValueError, match=str(rate)):
+    Dropout(rate).apply({}, jnp.ones((2, 3)), deterministic=False,
+                        rngs={"dropout": jax.random.PRNGKey(0)})
+
+
+@pytest.mark.parametrize("kernel,strides,padding", [
+    ((5, 5, 1, 20), (1, 1), "VALID"), ((5, 5, 20, 50), (1, 1), "VALID"),
+    ((3, 3, 3, 4), (2, 2), "SAME"), ((3, 2, 3, 4), (1, 2), ((1, 0), (2, 1)))])
+def test_patch_conv_equals_lax_in_values_and_gradients(kernel, strides, padding):
+  from jax import lax
+
+  from models.layers import patch_conv
+
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3, 12, 11, kernel[2])).astype(np.float32))
+  w = jnp.asarray(rng.normal(size=kernel).astype(np.float32))
+  dn = ("NHWC", "HWIO", "NHWC")
+  conv = lambda f: lambda x, w: f(x, w, strides, padding, dimension_numbers=dn)
+  ours, ref = conv(patch_conv), conv(lax.conv_general_dilated)
+  want = ref(x, w)
+  np.testing.assert_allclose(ours(x, w), want, rtol=1e-5, atol=1e-5)
+  cotangent = jnp.asarray(rng.normal(size=want.shape).astype(np.float32))
+  grads = lambda f: jax.grad(lambda x, w: jnp.sum(f(x, w) * cotangent), (0, 1))(x, w)
+  for g, r in zip(grads(ours), grads(ref)):
+    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+  # Dilation is not patched: it goes to lax unchanged.
+  dilated = patch_conv(x, w, strides, padding, rhs_dilation=(2, 1), dimension_numbers=dn)
+  np.testing.assert_array_equal(dilated, lax.conv_general_dilated(
+      x, w, strides, padding, rhs_dilation=(2, 1), dimension_numbers=dn))

@@ -59,4 +59,4 @@ EVAL_BATCH = 1000  # test examples per evaluation batch (ours; any value gives t
 # XLA:CPU runs convolutions several times slower inside a loop body than
 # outside (jax-ml/jax#12868): the inner loop of these networks is unrolled on
 # CPU, for a compile time that grows with L; mnistfc keeps the rolled loop.
-UNROLL_ON_CPU = ("lenet", "allcnn")
+UNROLL_ON_CPU = ("allcnn",)

@@ -1,0 +1,256 @@
+"""What a training update of train.py costs beyond its backprops, and the same updates in PyTorch.
+
+For mnistfc and LeNet (bundled MNIST, one device, batch 128) and each
+optimizer of train.py with its default settings, this measures in one process:
+
+* ``update_ms``: one compiled update of train.py
+  (``training.loop.build_program``): L backprops on L fresh minibatches,
+  drawn on the device, plus the optimizer's arithmetic;
+* ``backprop_ms``: one bare ``jax.jit(jax.grad(loss))`` of the same network
+  on one minibatch, BatchNorm on, dropout on (the same masks as in the
+  update: the same layer);
+* ``ratio = update_ms / (L * backprop_ms)``, the cost per backprop relative
+  to a bare one (1.0: the update costs only its backprops);
+* ``compile_s``: the first call of the update (tracing and compiling);
+* where PyTorch is installed (``pip install -e ".[bench]"``), ``torch_ms``:
+  the same update written in PyTorch the way the authors' code
+  (``hamilton-jacobi/code/optim.py``) runs it, as its own code here: the
+  parameters flattened into one vector, a gradient at x before the inner
+  loop and a forward/backward at the new x for logging, i.e. L + 2 backprops
+  per Entropy-SGD, HJ and HEAT update and 2 per SGD update; and
+  ``torch_backprop_ms``, one bare forward/backward. ``speedup = torch_ms /
+  update_ms``. Without torch those rows are skipped, and the output says so.
+
+Medians over rounds that interleave the variants, so that drift on a shared
+machine hits them alike. Writes results/step_overhead.json.
+
+Run: python benchmarks/step_overhead.py [--rounds 5] [--out results/step_overhead.json]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+import optax
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import input_pipeline  # noqa: E402
+import models  # noqa: E402
+import training  # noqa: E402
+from overhead import machine  # noqa: E402
+from training import config as config_lib, loop  # noqa: E402
+
+MODELS = ("mnistfc", "lenet")
+TARGET_SECONDS = 0.5  # time per measurement, so short calls are repeated
+
+
+def timed(fn, calls):
+  """Seconds per call of ``fn()`` (which returns something to block on)."""
+  start = time.perf_counter()
+  for _ in range(calls):
+    out = fn()
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / calls
+
+
+def calls_for(seconds):
+  return max(2, int(TARGET_SECONDS / seconds))
+
+
+class JaxUpdate:
+  """train.py's compiled update and a bare backprop of the same network."""
+
+  def __init__(self, model, optimizer, dataset, scaling):
+    self.config = training.build_config(model=model, optimizer=optimizer, devices=1)
+    self.program = loop.build_program(self.config, dataset, scaling)
+    self.state = self.program.parallel.put(self.program.state)
+    start = time.perf_counter()
+    self.state, out = self.program.train_step(self.state, self.program.data)
+    jax.block_until_ready(out)
+    self.compile_s = time.perf_counter() - start
+
+    net = models.create(model)
+    x = scaling(dataset.train_images[:self.config.batch_size])
+    y = dataset.train_labels[:self.config.batch_size].astype(np.int32)
+    variables = {"params": self.program.state.params,
+                 "batch_stats": self.program.state.batch_stats}
+
+    def loss(params, key, x, y):
+      logits, _ = net.apply({**variables, "params": params}, x, train=True,
+                            rngs={"dropout": key}, mutable=["batch_stats"])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    grad = jax.jit(jax.grad(loss))
+    key = jax.random.PRNGKey(0)
+    # Arguments, not constants: XLA would fold the constant input's share of the work.
+    x, y = jax.device_put(x), jax.device_put(y)
+    self.backprop = lambda: grad(variables["params"], key, x, y)
+    jax.block_until_ready(self.backprop())
+
+  def update(self):
+    self.state, out = self.program.train_step(self.state, self.program.data)
+    return out
+
+
+class TorchUpdate:
+  """The update as the authors' PyTorch code runs it (our own code, same structure)."""
+
+  def __init__(self, model, optimizer, dataset, scaling, config):
+    import torch
+    import torch.nn.functional as F
+
+    self.torch, self.F = torch, F
+    torch.manual_seed(0)
+    self.net = torch_network(torch, model).train()
+    self.params = [p for p in self.net.parameters()]
+    images = np.asarray(scaling(dataset.train_images))
+    if model == "lenet":
+      images = images.reshape(-1, 1, 28, 28)
+    self.x = torch.from_numpy(np.ascontiguousarray(images, np.float32))
+    self.y = torch.from_numpy(dataset.train_labels.astype(np.int64))
+    self.batch = config.batch_size
+    self.settings = config.optimizer
+    self.inner = 0 if optimizer == "sgd" else config.backprops_per_update
+    self.optimizer = optimizer
+    self.wd, self.lr, self.mom = config.weight_decay, config.lr, config.momentum
+    flat = self.flat()
+    self.outer_buf = torch.zeros_like(flat)
+    self.inner_buf = torch.zeros_like(flat)
+    self.generator = torch.Generator().manual_seed(0)
+
+  def flat(self):
+    return self.torch.nn.utils.parameters_to_vector(self.params).detach().clone()
+
+  def set(self, vector):
+    self.torch.nn.utils.vector_to_parameters(vector, self.params)
+
+  def grad(self):
+    """One backprop on a fresh minibatch at the network's current parameters."""
+    torch = self.torch
+    rows = torch.randint(0, self.x.shape[0], (self.batch,), generator=self.generator)
+    self.net.zero_grad()
+    self.F.cross_entropy(self.net(self.x[rows]), self.y[rows]).backward()
+    return torch.cat([p.grad.reshape(-1) for p in self.params])
+
+  def backprop(self):
+    return self.grad()
+
+  def update(self):
+    torch = self.torch
+    with torch.no_grad():
+      x = self.flat()
+    dx = self.grad()  # the gradient at x the authors' step starts with
+    with torch.no_grad():
+      if self.optimizer == "entropy-sgd" or self.optimizer == "hj":
+        s = self.settings
+        noise = getattr(s, "noise", 0.0)
+        y, mu = x.clone(), x.clone()
+        alpha = getattr(s, "alpha", 0.0)
+        for _ in range(self.inner):
+          self.set(y)
+          with torch.enable_grad():
+            g = self.grad()
+          d = g + self.wd * y + s.gamma * (y - x)
+          if noise:
+            d += noise / np.sqrt(0.5 * s.inner_lr) * torch.randn(y.shape, generator=self.generator)
+          self.inner_buf.mul_(self.mom).add_(d)
+          d = d + self.mom * self.inner_buf
+          y -= s.inner_lr * d
+          mu.mul_(alpha).add_((1 - alpha) * y)
+        dx = x - mu
+      elif self.optimizer == "heat":
+        s, total = self.settings, torch.zeros_like(x)
+        for _ in range(self.inner):
+          self.set(x + s.sigma * torch.randn(x.shape, generator=self.generator))
+          with torch.enable_grad():
+            total += self.grad()
+        dx = total / self.inner
+      self.outer_buf.mul_(self.mom).add_(dx)
+      x -= self.lr * (dx + self.mom * self.outer_buf)
+      self.set(x)
+    return self.grad()  # the forward/backward at the new x, for logging
+
+
+def torch_network(torch, model):
+  nn = torch.nn
+  if model == "mnistfc":
+    layers = [nn.Flatten(), nn.Dropout(0.2)]
+    for width_in in (784, 1024):
+      layers += [nn.Linear(width_in, 1024), nn.BatchNorm1d(1024), nn.ReLU(), nn.Dropout(0.2)]
+    return nn.Sequential(*layers, nn.Linear(1024, 10))
+  return nn.Sequential(
+      nn.Conv2d(1, 20, 5), nn.ReLU(), nn.MaxPool2d(3, 3), nn.BatchNorm2d(20), nn.Dropout(0.25),
+      nn.Conv2d(20, 50, 5), nn.ReLU(), nn.MaxPool2d(2, 2), nn.BatchNorm2d(50), nn.Dropout(0.25),
+      nn.Flatten(), nn.Linear(200, 500), nn.ReLU(), nn.Dropout(0.25), nn.Linear(500, 10))
+
+
+def measure(model, optimizer, dataset, scaling, rounds, use_torch):
+  ours = JaxUpdate(model, optimizer, dataset, scaling)
+  theirs = TorchUpdate(model, optimizer, dataset, scaling, ours.config) if use_torch else None
+  variants = {"update": ours.update, "backprop": ours.backprop}
+  if theirs:
+    variants |= {"torch": theirs.update, "torch_backprop": theirs.backprop}
+  calls = {name: calls_for(timed(fn, 1)) for name, fn in variants.items()}
+  times = {name: [] for name in variants}
+  for _ in range(rounds):
+    for name, fn in variants.items():
+      times[name].append(timed(fn, calls[name]))
+  ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+  backprops = ours.config.backprops_per_update
+  row = {
+      "model": model, "optimizer": optimizer, "backprops_per_update": backprops,
+      "update_ms": round(ms["update"], 2), "backprop_ms": round(ms["backprop"], 2),
+      "ratio": round(ms["update"] / (backprops * ms["backprop"]), 3),
+      "compile_s": round(ours.compile_s, 1), "unroll": ours.config.run.unroll,
+  }
+  if theirs:
+    row |= {
+        "torch_backprops_per_update": 2 if optimizer == "sgd" else backprops + 2,
+        "torch_ms": round(ms["torch"], 2), "torch_backprop_ms": round(ms["torch_backprop"], 2),
+        "speedup": round(ms["torch"] / ms["update"], 2),
+        "backprop_speedup": round(ms["torch_backprop"] / ms["backprop"], 2),
+    }
+  return row
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+  parser.add_argument("--optimizers", nargs="+", default=list(config_lib.OPTIMIZERS),
+                      choices=list(config_lib.OPTIMIZERS))
+  parser.add_argument("--out", default="results/step_overhead.json")
+  args = parser.parse_args()
+  try:
+    import torch
+    torch_version, torch_threads = torch.__version__, torch.get_num_threads()
+  except ImportError:
+    torch_version = torch_threads = None
+    print("PyTorch is not installed (pip install -e '.[bench]'): its rows are skipped",
+          file=sys.stderr)
+  rows = []
+  for model in args.models:
+    config = training.build_config(model=model, devices=1)
+    dataset, scaling = input_pipeline.load(config.run.data_dir, config.input_scaling)
+    for optimizer in args.optimizers:
+      rows.append(measure(model, optimizer, dataset, scaling, args.rounds, torch_version))
+      print(json.dumps(rows[-1]), flush=True)
+  result = {
+      "date": datetime.date.today().isoformat(), "machine": machine(),
+      "torch": torch_version, "torch_threads": torch_threads,
+      "rounds": args.rounds, "batch_size": 128, "cases": rows,
+  }
+  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
