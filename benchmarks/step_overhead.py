@@ -11,6 +11,13 @@ optimizer of train.py with its default settings, this measures in one process:
   update: the same layer);
 * ``ratio = update_ms / (L * backprop_ms)``, the cost per backprop relative
   to a bare one (1.0: the update costs only its backprops);
+* ``arithmetic_ms``: the optimizer's own arithmetic per update, the same
+  update (``training.optimizers.make_optimizer``) with every backprop
+  replaced by a fixed gradient (plus 1e-30 times the point, so that the
+  point, and HEAT's noise that makes it, is still computed). It reads and
+  writes every parameter a few times per backprop, so on a network of 1.9
+  million parameters and a 10 ms backprop it is no small share;
+  ``ratio_beyond_arithmetic = (update_ms - arithmetic_ms) / (L * backprop_ms)``;
 * ``compile_s``: the first call of the update (tracing and compiling);
 * where PyTorch is installed (``pip install -e ".[bench]"``), ``torch_ms``:
   the same update written in PyTorch the way the authors' code
@@ -45,7 +52,7 @@ import input_pipeline  # noqa: E402
 import models  # noqa: E402
 import training  # noqa: E402
 from overhead import machine  # noqa: E402
-from training import config as config_lib, loop  # noqa: E402
+from training import config as config_lib, loop, optimizers  # noqa: E402
 
 MODELS = ("mnistfc", "lenet")
 TARGET_SECONDS = 0.5  # time per measurement, so short calls are repeated
@@ -89,6 +96,7 @@ class JaxUpdate:
 
     grad = jax.jit(jax.grad(loss))
     key = jax.random.PRNGKey(0)
+    self.arithmetic = self.make_arithmetic(grad(variables["params"], key, x, y))
     # Arguments, not constants: XLA would fold the constant input's share of the work.
     x, y = jax.device_put(x), jax.device_put(y)
     self.backprop = lambda: grad(variables["params"], key, x, y)
@@ -97,6 +105,27 @@ class JaxUpdate:
   def update(self):
     self.state, out = self.program.train_step(self.state, self.program.data)
     return out
+
+  def make_arithmetic(self, grads):
+    """The update with each backprop replaced by ``grads`` (no network)."""
+    config, params = self.config, self.program.state.params
+    tx = optimizers.make_optimizer(config, config.updates_per_epoch(60000),
+                                   jax.random.PRNGKey(0), axis_name=None)
+    grad_fn = lambda point, i: jax.tree.map(lambda g, p: g + 1e-30 * p, grads, point)
+
+    @jax.jit
+    def update(params, opt_state):
+      updates, opt_state = tx.update(grad_fn(params, 0), opt_state, params, grad_fn=grad_fn)
+      return optax.apply_updates(params, updates), opt_state
+
+    state = [params, tx.init(params)]
+
+    def run():
+      state[:] = update(*state)
+      return state[0]
+
+    jax.block_until_ready(run())
+    return run
 
 
 class TorchUpdate:
@@ -194,7 +223,7 @@ def torch_network(torch, model):
 def measure(model, optimizer, dataset, scaling, rounds, use_torch):
   ours = JaxUpdate(model, optimizer, dataset, scaling)
   theirs = TorchUpdate(model, optimizer, dataset, scaling, ours.config) if use_torch else None
-  variants = {"update": ours.update, "backprop": ours.backprop}
+  variants = {"update": ours.update, "backprop": ours.backprop, "arithmetic": ours.arithmetic}
   if theirs:
     variants |= {"torch": theirs.update, "torch_backprop": theirs.backprop}
   calls = {name: calls_for(timed(fn, 1)) for name, fn in variants.items()}
@@ -208,6 +237,9 @@ def measure(model, optimizer, dataset, scaling, rounds, use_torch):
       "model": model, "optimizer": optimizer, "backprops_per_update": backprops,
       "update_ms": round(ms["update"], 2), "backprop_ms": round(ms["backprop"], 2),
       "ratio": round(ms["update"] / (backprops * ms["backprop"]), 3),
+      "arithmetic_ms": round(ms["arithmetic"], 2),
+      "ratio_beyond_arithmetic": round(
+          (ms["update"] - ms["arithmetic"]) / (backprops * ms["backprop"]), 3),
       "compile_s": round(ours.compile_s, 1), "unroll": ours.config.run.unroll,
   }
   if theirs:

@@ -112,18 +112,25 @@ def gaussian_smoothing(
     scale = _base.at_count(sigma, state.count)
     next_key, step_key = jax.random.split(state.rng_key)
 
-    def body(total, i):
+    # The loop carries the next perturbed point, drawn at the end of the
+    # previous iteration, rather than drawing it before its gradient: the same
+    # numbers, but XLA:CPU then runs LeNet's update (20 samples) in 221 ms
+    # instead of 347 ms (benchmarks/step_overhead.py). One draw past the last
+    # sample is wasted.
+    def point(i):
       e = _noise.tree_noise(jax.random.fold_in(step_key, i), params, sampler)
-      perturbed = jax.tree.map(
-          lambda p, z: (p + scale * z).astype(p.dtype), params, e
-      )
+      return jax.tree.map(lambda p, z: (p + scale * z).astype(p.dtype), params, e)
+
+    def body(carry, i):
+      total, perturbed = carry
       grads = _base.pmean(grad_fn(perturbed, i), axis_name)
-      return jax.tree.map(lambda t, g: t + g, total, grads), None
+      return (jax.tree.map(lambda t, g: t + g, total, grads), point(i + 1)), None
 
     zeros = jax.tree.map(
         lambda p: jnp.zeros_like(p, jnp.promote_types(p.dtype, jnp.float32)), params
     )
-    total, _ = lax.scan(body, zeros, jnp.arange(count, dtype=jnp.int32), unroll=unroll)
+    (total, _), _ = lax.scan(body, (zeros, point(0)), jnp.arange(count, dtype=jnp.int32),
+                             unroll=unroll)
     mean = jax.tree.map(lambda t: t / count, total)
     return _base.cast_like(mean, params), GaussianSmoothingState(
         count=optax.safe_increment(state.count), rng_key=next_key
