@@ -113,10 +113,10 @@ def gaussian_smoothing(
     next_key, step_key = jax.random.split(state.rng_key)
 
     # The loop carries the next perturbed point, drawn at the end of the
-    # previous iteration, rather than drawing it before its gradient: the same
-    # numbers, but XLA:CPU then runs LeNet's update (20 samples) in 221 ms
-    # instead of 347 ms (benchmarks/step_overhead.py). One draw past the last
-    # sample is wasted.
+    # previous iteration, rather than drawing it just before its gradient:
+    # the same numbers, but XLA:CPU ran train.py's LeNet update (20 samples)
+    # in 228 ms instead of 329 ms (2-core CPU, one process, both variants).
+    # One draw past the last sample is wasted.
     def point(i):
       e = _noise.tree_noise(jax.random.fold_in(step_key, i), params, sampler)
       return jax.tree.map(lambda p, z: (p + scale * z).astype(p.dtype), params, e)
