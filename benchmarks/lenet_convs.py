@@ -9,7 +9,8 @@ convolutions' gradients there (a GPU's default float32 matmul precision shows
 here). Needs only jax, flax, optax and the repository on PYTHONPATH, so it
 runs on a machine that installs nothing.
 
-Run: PYTHONPATH=. python benchmarks/lenet_convs.py [--out results/lenet_convs.json]
+Run: PYTHONPATH=. python benchmarks/lenet_convs.py --out FILE.json (results/ holds
+the H200 and one-CPU-core runs)
 """
 
 import argparse
@@ -96,7 +97,7 @@ def gradient_difference(rng):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--out", default="results/lenet_convs.json")
+  parser.add_argument("--out", required=True, help="the JSON file to write")
   args = parser.parse_args()
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.normal(size=(INNER_STEPS, BATCH, 28, 28, 1)).astype(np.float32))
