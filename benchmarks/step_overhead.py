@@ -96,7 +96,8 @@ class JaxUpdate:
 
     grad = jax.jit(jax.grad(loss))
     key = jax.random.PRNGKey(0)
-    self.arithmetic = self.make_arithmetic(grad(variables["params"], key, x, y))
+    self.arithmetic = self.make_arithmetic(grad(variables["params"], key, x, y),
+                                           dataset.train_images.shape[0])
     # Arguments, not constants: XLA would fold the constant input's share of the work.
     x, y = jax.device_put(x), jax.device_put(y)
     self.backprop = lambda: grad(variables["params"], key, x, y)
@@ -106,10 +107,10 @@ class JaxUpdate:
     self.state, out = self.program.train_step(self.state, self.program.data)
     return out
 
-  def make_arithmetic(self, grads):
+  def make_arithmetic(self, grads, num_train):
     """The update with each backprop replaced by ``grads`` (no network)."""
     config, params = self.config, self.program.state.params
-    tx = optimizers.make_optimizer(config, config.updates_per_epoch(60000),
+    tx = optimizers.make_optimizer(config, config.updates_per_epoch(num_train),
                                    jax.random.PRNGKey(0), axis_name=None)
     grad_fn = lambda point, i: jax.tree.map(lambda g, p: g + 1e-30 * p, grads, point)
 

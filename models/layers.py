@@ -77,8 +77,7 @@ class Dropout(nn.Module):
     if deterministic or self.rate == 0.0:
       return x
     rows, units = x.shape[0], math.prod(x.shape[1:])
-    first = 0
-    devices = 1
+    first, devices = 0, 1
     if self.axis_name is not None:
       first, devices = lax.axis_index(self.axis_name) * rows, lax.axis_size(self.axis_name)
     if rows * devices * units > 2**32:
