@@ -71,6 +71,22 @@ class Dataset:
       raise DataError(f"the dataset has {self.num_classes} classes; the network has "
                       f"{num_classes} outputs")
 
+  def hold_out(self, n: int) -> "Dataset":
+    """The last ``n`` training examples as the evaluation set, the rest for training.
+
+    The test set is dropped: tuning on this split never looks at it.
+
+    >>> data = Dataset(np.zeros((5, 2)), np.arange(5), np.zeros((3, 2)), np.zeros(3, int))
+    >>> data.hold_out(2).train_labels, data.hold_out(2).test_labels
+    (array([0, 1, 2]), array([3, 4]))
+    """
+    total = self.train_images.shape[0]
+    if not 0 < n < total:
+      raise DataError(f"validation split {n}: must be in 1 .. {total - 1}, the number of "
+                      f"training examples less one ({total})")
+    return Dataset(self.train_images[:-n], self.train_labels[:-n],
+                   self.train_images[-n:], self.train_labels[-n:])
+
 
 class Scaling(NamedTuple):
   """x -> (x - shift) * scale in float32: how stored images are fed to a network.
@@ -300,7 +316,8 @@ def whiten_cifar10(dataset: Dataset, cache_dir: str | pathlib.Path | None = None
 NAMES = ("mnist", "tfds")
 
 
-def load(source: str | pathlib.Path, input_scaling: str = "raw") -> tuple[Dataset, Scaling]:
+def load(source: str | pathlib.Path, input_scaling: str = "raw",
+         validation_split: int = 0) -> tuple[Dataset, Scaling]:
   """The dataset of ``source`` and the scaling that feeds it to a network.
 
   Args:
@@ -309,19 +326,23 @@ def load(source: str | pathlib.Path, input_scaling: str = "raw") -> tuple[Datase
       CIFAR-10's ``data_batch_1.bin``.
     input_scaling: for IDX images, a key of :data:`SCALINGS`. CIFAR-10 is
       GCN + ZCA whitened and takes ``"raw"`` only.
+    validation_split: if > 0, the last this many training examples become
+      the evaluation set in place of the test set (:meth:`Dataset.hold_out`);
+      CIFAR-10's ZCA is then fitted on the remaining training images only.
 
   Raises:
     DataError: naming the file or the value that is wrong.
   """
   if input_scaling not in SCALINGS:
     raise DataError(f"input scaling {input_scaling!r}: choose one of {list(SCALINGS)}")
+  split = (lambda d: d.hold_out(validation_split)) if validation_split else (lambda d: d)
   if str(source) == "mnist":
-    return load_idx_dataset(BUNDLED_MNIST), SCALINGS[input_scaling]
+    return split(load_idx_dataset(BUNDLED_MNIST)), SCALINGS[input_scaling]
   tfds = str(source) == "tfds"
   if not (tfds or (pathlib.Path(source) / CIFAR_TRAIN_FILES[0]).is_file()):
-    return load_idx_dataset(source), SCALINGS[input_scaling]
+    return split(load_idx_dataset(source)), SCALINGS[input_scaling]
   if input_scaling != "raw":
     raise DataError(f"input scaling {input_scaling!r} applies to IDX (MNIST) images; "
                     "CIFAR-10 is GCN + ZCA whitened")
   dataset = load_cifar10_tfds() if tfds else load_cifar10(source)
-  return whiten_cifar10(dataset), SCALINGS["raw"]
+  return whiten_cifar10(split(dataset)), SCALINGS["raw"]

@@ -31,6 +31,7 @@ Example (a 5-effective-epoch LeNet run)::
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -42,11 +43,26 @@ import models
 import training
 from training.config import INPUT_SCALINGS, OPTIMIZERS, SPMD
 from training.settings import (EVAL_EVERY, GAMMA0, LR, OPTIMIZER_DEFAULTS, PAPER_BUDGET,
-                               SCOPING, WEIGHT_DECAY)
+                               SCOPING, TUNED, WEIGHT_DECAY)
 
 
 def _per_model(table: dict[str, float]) -> str:
   return ", ".join(f"{v:g} ({k})" for k, v in table.items())
+
+
+def _users(name: str) -> str:
+  """The optimizers a setting applies to."""
+  return ", ".join(o for o, cls in OPTIMIZERS.items()
+                   if name in (f.name for f in dataclasses.fields(cls)))
+
+
+def _per_optimizer(name: str) -> str:
+  return ", ".join(f"{d[name]:g} ({o})" for o, d in OPTIMIZER_DEFAULTS.items() if name in d)
+
+
+def _tuned(name: str) -> str:
+  cells = [f"{v:g} ({m}/{o})" for (m, o), d in TUNED.items() for k, v in d.items() if k == name]
+  return ", ".join(cells) or "none yet"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,52 +76,63 @@ def build_parser() -> argparse.ArgumentParser:
   add("--model", default="mnistfc", choices=sorted(models.REGISTRY),
       help="network (default: %(default)s); mnistfc and lenet train on MNIST, allcnn on CIFAR-10")
   add("--optimizer", default="entropy-sgd", choices=list(OPTIMIZERS),
-      help="algorithm of paper Table 1 (default: %(default)s)")
+      help="algorithm (default: %(default)s): Table 1's columns are entropy-sgd, "
+           "heat-uniform (its HEAT), hj-fixed-point (its HJ) and sgd; hj (Sec. 7.2) and heat "
+           "(Eq. 35) are the forms the paper's text describes")
   add("--effective-epochs", type=float, metavar="E",
       help="budget: backprops * batch_size / N_train (default: the paper's Table 1 budget of the "
            "model and optimizer, e.g. 120 for mnistfc/entropy-sgd; see below)")
   add("--batch-size", type=int, default=128, metavar="B",
       help="global minibatch, split across devices (default: %(default)s)")
-  add("--lr", type=float, default=LR, help="outer learning rate (default: %(default)s)")
+  add("--lr", type=float,
+      help=f"outer learning rate (default: {LR}, unless tuned: {_tuned('lr')})")
   add("--lr-schedule", metavar="E:LR,...",
       help="piecewise constant: from effective epoch E on use LR, e.g. '60:0.02,120:0.004'; "
            "'none' keeps --lr (default: --lr divided by 5 every 60 effective epochs, the paper's "
            "'/5 every 3 epochs' of Entropy-SGD with L = 20)")
   add("--gamma", type=float,
-      help=f"entropy-sgd, hj: coupling strength gamma0 (default: {_per_model(GAMMA0)})")
+      help=f"{_users('gamma')}: coupling strength gamma0 (default: "
+           f"{_per_model(GAMMA0)}; hj-fixed-point "
+           f"{OPTIMIZER_DEFAULTS['hj-fixed-point']['gamma']:g}; unless tuned: {_tuned('gamma')})")
   add("--scoping", type=float,
-      help="entropy-sgd, hj: gamma grows by a factor 1 + SCOPING per update, up to "
-           "1 / inner_lr (beyond 2 / inner_lr the inner loop diverges); heat: sigma^2 "
-           f"shrinks by it; 0 turns scoping off (default: {_per_model(SCOPING)})")
+      help=f"{_users('scoping')}: gamma grows by a factor 1 + SCOPING per update (up to "
+           "1 / inner_lr where there is an inner lr: beyond 2 / inner_lr the inner loop "
+           "diverges); heat: sigma^2 shrinks by it; 0 turns scoping off "
+           f"(default: {SCOPING:g}, the paper's)")
   add("--inner-steps", type=int, metavar="L",
-      help="entropy-sgd, hj: backprops per update, the inner loop length (default: "
-           f"{OPTIMIZER_DEFAULTS['entropy-sgd']['inner_steps']} entropy-sgd, "
-           f"{OPTIMIZER_DEFAULTS['hj']['inner_steps']} hj)")
+      help=f"{_users('inner_steps')}: inner loop length, backprops per update (hj-fixed-point: "
+           f"L + 1) (default: {_per_optimizer('inner_steps')})")
   add("--inner-lr", type=float,
-      help=f"entropy-sgd, hj: inner step size (default: "
-           f"{OPTIMIZER_DEFAULTS['entropy-sgd']['inner_lr']} entropy-sgd, "
-           f"{OPTIMIZER_DEFAULTS['hj']['inner_lr']} hj)")
+      help=f"{_users('inner_lr')}: inner step size (default: {_per_optimizer('inner_lr')})")
+  add("--inner-momentum", type=float, metavar="M",
+      help=f"{_users('inner_momentum')}: Nesterov momentum of the inner loop, its buffer kept "
+           f"across updates as in the authors' code (default: "
+           f"{_per_optimizer('inner_momentum')})")
   add("--noise", type=float,
-      help="entropy-sgd: Langevin noise scale, temperature noise^2 "
-           f"(default: {OPTIMIZER_DEFAULTS['entropy-sgd']['noise']:g})")
+      help=f"{_users('noise')}: Langevin noise scale, temperature noise^2 "
+           f"(default: {_per_optimizer('noise')})")
   add("--alpha", type=float,
-      help="entropy-sgd: averaging of the inner iterates "
-           f"(default: {OPTIMIZER_DEFAULTS['entropy-sgd']['alpha']})")
+      help=f"{_users('alpha')}: exponential averaging of the inner iterates "
+           f"(default: {_per_optimizer('alpha')})")
+  add("--damping", type=float,
+      help=f"{_users('damping')}: weight kept on the previous fixed-point iterate "
+           f"(default: {_per_optimizer('damping')})")
   add("--sigma", type=float,
       help=f"heat: perturbation scale, sigma^2 is the paper's gamma "
-           f"(default: {OPTIMIZER_DEFAULTS['heat']['sigma']:g})")
+           f"(default: {OPTIMIZER_DEFAULTS['heat']['sigma']:g}, unless tuned: {_tuned('sigma')})")
   add("--samples", type=int,
       help=f"heat: backprops (perturbations) per update (default: "
            f"{OPTIMIZER_DEFAULTS['heat']['samples']})")
   add("--unroll", type=int, metavar="K",
-      help="entropy-sgd, hj, heat: inner-loop iterations per compiled loop body (default: the "
+      help="optimizers with an inner loop: its iterations per compiled loop body (default: the "
            "whole loop for allcnn on CPU, where XLA runs convolutions in loop bodies "
            "3-4x slower, jax-ml/jax#12868; otherwise 1, so compile time does not grow with L)")
   add("--momentum", type=float, default=0.9,
       help="Nesterov momentum of the outer update (default: %(default)s)")
   add("--weight-decay", type=float,
-      help="L2 coefficient; inside the inner loop for entropy-sgd and hj "
-           f"(default: {_per_model(WEIGHT_DECAY)})")
+      help="L2 coefficient; inside the inner loop where there is one, on the outer step for "
+           f"sgd and heat (default: {_per_model(WEIGHT_DECAY)}; 0 for sgd, as the authors' "
+           "code)")
   add("--seed", type=int, default=0, help="seed of the initialisation, data order, dropout "
       "and noise (default: %(default)s)")
   add("--data-dir", metavar="DIR",
@@ -122,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
   add("--eval-every", type=float, default=EVAL_EVERY, metavar="E",
       help="evaluate and checkpoint every E effective epochs, and at the end "
            "(default: %(default)s)")
+  add("--validation-split", type=int, metavar="N",
+      help="train on all but the last N training images and evaluate on those N instead of "
+           "the test set, for tuning (default: 0, off)")
   add("--input-scaling", default="raw", choices=INPUT_SCALINGS,
       help="MNIST pixels: raw 0..255 as the paper ('no pre-processing'), or centered "
            "(x - 126) / 126 as the authors' Lua code (default: %(default)s)")

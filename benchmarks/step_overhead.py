@@ -18,13 +18,20 @@ optimizer of train.py with its default settings, this measures in one process:
   writes every parameter a few times per backprop, so on a network of 1.9
   million parameters and a 10 ms backprop it is no small share;
   ``ratio_beyond_arithmetic = (update_ms - arithmetic_ms) / (L * backprop_ms)``;
+* ``floor_ratio``: the ratio that memory traffic alone allows. Per backprop
+  the optimizer must read and write whole parameter-sized float32 arrays
+  (``min_passes_per_backprop``, counted in :func:`min_passes`); one such pass
+  costs ``pass_ms``, half a jitted ``params + 1`` (one read, one write), so
+  ``floor_ratio = 1 + min_passes_per_backprop * pass_ms / backprop_ms``. It
+  assumes every pass fully fused and the backprop's own reads still cached,
+  and leaves out the noise's arithmetic: a lower bound;
 * ``compile_s``: the first call of the update (tracing and compiling);
 * where PyTorch is installed (``pip install -e ".[bench]"``), ``torch_ms``:
   the same update written in PyTorch the way the authors' code
   (``hamilton-jacobi/code/optim.py``) runs it, as its own code here: the
   parameters flattened into one vector, a gradient at x before the inner
-  loop and a forward/backward at the new x for logging, i.e. L + 2 backprops
-  per Entropy-SGD, HJ and HEAT update and 2 per SGD update; and
+  loop and a forward/backward at the new x for logging, i.e. L + 2 backprops (L the inner loop
+  length; 2 for SGD, L + 2 = 7 for the fixed point of 6 backprops); and
   ``torch_backprop_ms``, one bare forward/backward. ``speedup = torch_ms /
   update_ms``. Without torch those rows are skipped, and the output says so.
 
@@ -56,6 +63,27 @@ from training import config as config_lib, loop, optimizers  # noqa: E402
 
 MODELS = ("mnistfc", "lenet")
 TARGET_SECONDS = 0.5  # time per measurement, so short calls are repeated
+
+
+def min_passes(settings, backprops):
+  """Parameter-sized arrays an update must read or write, per backprop.
+
+  The outer step (Nesterov SGD, optax.sgd with momentum) reads the
+  parameters, the incoming update and the momentum and writes the parameters
+  and the momentum: 5, once per update. Inside the loop, per backprop, at
+  least: Entropy-SGD and heat-uniform read y, the gradient, x and the average
+  (or sum) and write y and the average (6); HJ (no average) reads y, the
+  gradient and x and writes y (4); an inner momentum buffer adds a read and a
+  write (2); the fixed point reads x and p and writes the look-ahead point,
+  then reads p, the gradient and the point and writes p (7, not for the
+  gradient at x); HEAT reads the running sum and the gradient and writes the
+  sum, and reads x and writes the next perturbed point (5).
+  """
+  momentum = 2 if getattr(settings, "inner_momentum", 0) else 0
+  inner = {"sgd": 0, "entropy-sgd": 6 + momentum, "heat-uniform": 6 + momentum,
+           "hj": 4 + momentum, "heat": 5,
+           "hj-fixed-point": 7 * (backprops - 1) / backprops}[settings.name]
+  return inner + 5 / backprops
 
 
 def timed(fn, calls):
@@ -102,6 +130,10 @@ class JaxUpdate:
     x, y = jax.device_put(x), jax.device_put(y)
     self.backprop = lambda: grad(variables["params"], key, x, y)
     jax.block_until_ready(self.backprop())
+    # One read and one write of every parameter: two passes.
+    sweep = jax.jit(lambda tree: jax.tree.map(lambda a: a + 1.0, tree))
+    self.sweep = lambda: sweep(variables["params"])
+    jax.block_until_ready(self.sweep())
 
   def update(self):
     self.state, out = self.program.train_step(self.state, self.program.data)
@@ -147,7 +179,8 @@ class TorchUpdate:
     self.y = torch.from_numpy(dataset.train_labels.astype(np.int64))
     self.batch = config.batch_size
     self.settings = config.optimizer
-    self.inner = 0 if optimizer == "sgd" else config.backprops_per_update
+    # Backprops of the inner loop (the fixed point's first is the gradient at x).
+    self.inner = getattr(config.optimizer, "inner_steps", getattr(config.optimizer, "samples", 0))
     self.optimizer = optimizer
     self.wd, self.lr, self.mom = config.weight_decay, config.lr, config.momentum
     flat = self.flat()
@@ -178,7 +211,7 @@ class TorchUpdate:
       x = self.flat()
     dx = self.grad()  # the gradient at x the authors' step starts with
     with torch.no_grad():
-      if self.optimizer == "entropy-sgd" or self.optimizer == "hj":
+      if self.optimizer in ("entropy-sgd", "hj", "heat-uniform"):
         s = self.settings
         noise = getattr(s, "noise", 0.0)
         y, mu = x.clone(), x.clone()
@@ -193,8 +226,22 @@ class TorchUpdate:
           self.inner_buf.mul_(self.mom).add_(d)
           d = d + self.mom * self.inner_buf
           y -= s.inner_lr * d
-          mu.mul_(alpha).add_((1 - alpha) * y)
+          if self.optimizer == "heat-uniform":
+            mu.add_(y)  # the sum x + y_1 + ...
+          else:
+            mu.mul_(alpha).add_((1 - alpha) * y)
+        if self.optimizer == "heat-uniform":
+          mu /= self.inner + 1
         dx = x - mu
+      elif self.optimizer == "hj-fixed-point":
+        s, p = self.settings, dx + self.wd * x
+        for _ in range(self.inner):
+          w = x - p / s.gamma
+          self.set(w)
+          with torch.enable_grad():
+            g = self.grad()
+          p = s.damping * p + (1 - s.damping) * (g + self.wd * w)
+        dx = p
       elif self.optimizer == "heat":
         s, total = self.settings, torch.zeros_like(x)
         for _ in range(self.inner):
@@ -224,7 +271,8 @@ def torch_network(torch, model):
 def measure(model, optimizer, dataset, scaling, rounds, use_torch):
   ours = JaxUpdate(model, optimizer, dataset, scaling)
   theirs = TorchUpdate(model, optimizer, dataset, scaling, ours.config) if use_torch else None
-  variants = {"update": ours.update, "backprop": ours.backprop, "arithmetic": ours.arithmetic}
+  variants = {"update": ours.update, "backprop": ours.backprop, "arithmetic": ours.arithmetic,
+              "sweep": ours.sweep}
   if theirs:
     variants |= {"torch": theirs.update, "torch_backprop": theirs.backprop}
   calls = {name: calls_for(timed(fn, 1)) for name, fn in variants.items()}
@@ -234,6 +282,7 @@ def measure(model, optimizer, dataset, scaling, rounds, use_torch):
       times[name].append(timed(fn, calls[name]))
   ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
   backprops = ours.config.backprops_per_update
+  passes = min_passes(ours.config.optimizer, backprops)
   row = {
       "model": model, "optimizer": optimizer, "backprops_per_update": backprops,
       "update_ms": round(ms["update"], 2), "backprop_ms": round(ms["backprop"], 2),
@@ -241,11 +290,14 @@ def measure(model, optimizer, dataset, scaling, rounds, use_torch):
       "arithmetic_ms": round(ms["arithmetic"], 2),
       "ratio_beyond_arithmetic": round(
           (ms["update"] - ms["arithmetic"]) / (backprops * ms["backprop"]), 3),
+      "pass_ms": round(ms["sweep"] / 2, 3),
+      "min_passes_per_backprop": round(passes, 2),
+      "floor_ratio": round(1 + passes * ms["sweep"] / 2 / ms["backprop"], 3),
       "compile_s": round(ours.compile_s, 1), "unroll": ours.config.run.unroll,
   }
   if theirs:
     row |= {
-        "torch_backprops_per_update": 2 if optimizer == "sgd" else backprops + 2,
+        "torch_backprops_per_update": theirs.inner + 2,
         "torch_ms": round(ms["torch"], 2), "torch_backprop_ms": round(ms["torch_backprop"], 2),
         "speedup": round(ms["torch"] / ms["update"], 2),
         "backprop_speedup": round(ms["torch_backprop"] / ms["backprop"], 2),

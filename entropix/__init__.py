@@ -1,13 +1,15 @@
 """entropix: the optimizers of "Deep Relaxation" as pure optax transforms.
 
 Local entropy (Entropy-SGD), the non-viscous Hamilton-Jacobi proximal step
-(HJ) and heat-equation smoothing (HEAT), each an optax
+(HJ, in the paper's Sec. 7.2 form and as the damped fixed point that produced
+Table 1) and heat-equation smoothing (HEAT), each an optax
 ``GradientTransformationExtraArgs`` whose inner loop runs in ``lax.scan``.
 ``entropix.pde`` holds 1-D reference solutions of the PDEs.
 """
 
 from entropix import pde
-from entropix._alias import entropy_sgd, heat, hj
+from entropix._alias import entropy_sgd, heat, hj, hj_fixed_point
+from entropix._fixed_point import HopfLaxFixedPointState, hopf_lax_fixed_point
 from entropix._local_entropy import LocalEntropyState, local_entropy
 from entropix._schedules import scoping
 from entropix._smoothing import GaussianSmoothingState, gaussian_smoothing
@@ -16,11 +18,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GaussianSmoothingState",
+    "HopfLaxFixedPointState",
     "LocalEntropyState",
     "entropy_sgd",
     "gaussian_smoothing",
     "heat",
     "hj",
+    "hj_fixed_point",
+    "hopf_lax_fixed_point",
     "local_entropy",
     "pde",
     "scoping",

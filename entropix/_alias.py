@@ -5,7 +5,8 @@ import optax
 
 from entropix import _base
 from entropix import _noise
-from entropix._local_entropy import local_entropy
+from entropix._fixed_point import hopf_lax_fixed_point
+from entropix._local_entropy import Average, local_entropy
 from entropix._smoothing import gaussian_smoothing
 
 
@@ -28,6 +29,8 @@ def entropy_sgd(
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     inner_momentum: float = 0.0,
+    reset_inner_momentum: bool = True,
+    average: Average = "exponential",
     key: int | jax.Array = 0,
     axis_name: str | None = None,
     sampler: _noise.Sampler = "binomial",
@@ -67,6 +70,11 @@ def entropy_sgd(
     momentum: Nesterov momentum of the outer step.
     weight_decay: L2 coefficient inside the inner loop.
     inner_momentum: Nesterov momentum of the inner chain.
+    reset_inner_momentum: ``False`` keeps the inner buffer across updates
+      (the authors' code).
+    average: ``"exponential"`` (factor ``alpha``; Entropy-SGD) or
+      ``"uniform"`` (the mean of x and the iterates: the authors' HEAT class,
+      Table 1's HEAT column).
     key: seed or PRNG key of the noise.
     axis_name: pmap axis over which gradients are averaged.
     sampler: law of the noise increments (see :func:`entropix.local_entropy`).
@@ -83,6 +91,8 @@ def entropy_sgd(
           noise=noise,
           alpha=alpha,
           inner_momentum=inner_momentum,
+          reset_inner_momentum=reset_inner_momentum,
+          average=average,
           weight_decay=weight_decay,
           key=key,
           axis_name=axis_name,
@@ -102,6 +112,7 @@ def hj(
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     inner_momentum: float = 0.0,
+    reset_inner_momentum: bool = True,
     axis_name: str | None = None,
     unroll: int | bool = False,
 ) -> optax.GradientTransformationExtraArgs:
@@ -113,7 +124,9 @@ def hj(
   :math:`x - y_L \approx x - \mathrm{prox}_{f/\gamma}(x) = \nabla u(x,
   1/\gamma) / \gamma`, the gradient of the Hopf-Lax formula (paper Lemma 2-3).
   Defaults follow the paper and the authors' code: L = 5, inner_lr = 0.25.
-  ``weight_decay`` acts inside the inner loop.
+  ``weight_decay`` acts inside the inner loop. This is the form the paper's
+  text describes (the code's ``HJB`` class); Table 1's HJ column came from
+  the fixed-point form, :func:`entropix.hj_fixed_point`.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, entropix
@@ -134,6 +147,8 @@ def hj(
     momentum: Nesterov momentum of the outer step.
     weight_decay: L2 coefficient inside the inner loop.
     inner_momentum: Nesterov momentum of the inner descent.
+    reset_inner_momentum: ``False`` keeps the inner buffer across updates
+      (the authors' code).
     axis_name: pmap axis over which gradients are averaged.
     unroll: inner loop iterations per compiled body (see :func:`entropix.local_entropy`).
 
@@ -148,9 +163,65 @@ def hj(
           noise=0.0,
           alpha=0.0,
           inner_momentum=inner_momentum,
+          reset_inner_momentum=reset_inner_momentum,
           weight_decay=weight_decay,
           axis_name=axis_name,
           unroll=unroll,
+      ),
+      _outer_sgd(learning_rate, momentum),
+  )
+
+
+def hj_fixed_point(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    gamma: optax.ScalarOrSchedule,
+    inner_steps: int = 5,
+    damping: float = 0.75,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    axis_name: str | None = None,
+    unroll: int | bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  r"""HJ as Table 1 ran it: the Hopf-Lax gradient by damped fixed point (Remark 21).
+
+  ``optax.chain(hopf_lax_fixed_point(gamma, ...), optax.sgd(learning_rate,
+  momentum, nesterov=True))``: :math:`p = 
+abla f(x - p/\gamma)` iterated
+  ``inner_steps`` times from the gradient at x, then a Nesterov SGD step
+  along p. The authors' ``FP`` class, whose runs are Table 1's HJ column.
+  One update costs ``inner_steps + 1`` gradient evaluations. See
+  :func:`entropix.hopf_lax_fixed_point` for the maths and the gradient
+  protocol; :func:`entropix.hj` is the paper's Sec. 7.2 form.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, entropix
+    >>> grad_fn = lambda p, i: jax.grad(lambda q: jnp.sum(q ** 2))(p)
+    >>> opt = entropix.hj_fixed_point(0.5, gamma=1.0)
+    >>> params = jnp.ones(2)
+    >>> state = opt.init(params)
+    >>> updates, state = opt.update(grad_fn(params, 0), state, params,
+    ...                             grad_fn=grad_fn)
+    >>> print(" ".join(f"{v:.4f}" for v in updates))  # -0.5 x 1.9 x p, p = 0.668 (2/3 in the limit)
+    -0.6346 -0.6346
+
+  Args:
+    learning_rate: outer learning rate (a float or schedule).
+    gamma: coupling strength, a float or schedule (:func:`entropix.scoping`).
+    inner_steps: damped fixed-point iterations (gradients beyond the first).
+    damping: weight kept on the previous iterate (the code's 0.75).
+    momentum: Nesterov momentum of the outer step.
+    weight_decay: L2 coefficient added to every gradient at its point.
+    axis_name: pmap axis over which gradients are averaged.
+    unroll: inner loop iterations per compiled body (see :func:`entropix.local_entropy`).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+  """
+  return optax.chain(
+      hopf_lax_fixed_point(
+          gamma, inner_steps=inner_steps, damping=damping, weight_decay=weight_decay,
+          axis_name=axis_name, unroll=unroll,
       ),
       _outer_sgd(learning_rate, momentum),
   )

@@ -111,6 +111,16 @@ def cast_like(tree: Any, like: Any) -> Any:
   return jax.tree.map(lambda t, l: t.astype(jnp.asarray(l).dtype), tree, like)
 
 
+def at_least_float32(tree: Any) -> Any:
+  """``tree`` in at least float32: the precision the inner loops run in, whatever the params."""
+  return jax.tree.map(lambda p: p.astype(jnp.promote_types(p.dtype, jnp.float32)), tree)
+
+
+def float32_zeros(tree: Any) -> Any:
+  """Zeros shaped like ``tree``, in at least float32."""
+  return jax.tree.map(jnp.zeros_like, at_least_float32(tree))
+
+
 def check_unroll(unroll: Any) -> int | bool:
   """``lax.scan``'s unroll, static: True, False or an int >= 1."""
   if isinstance(unroll, bool):

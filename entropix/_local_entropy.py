@@ -1,6 +1,6 @@
 """Local entropy: the gradient of the viscous Hamilton-Jacobi smoothing."""
 
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,10 +17,18 @@ class LocalEntropyState(NamedTuple):
   Attributes:
     count: number of updates done so far (the argument of a ``gamma`` schedule).
     rng_key: raw ``uint32[2]`` PRNG key, split on every update.
+    inner_velocity: the inner Nesterov buffer, float32 and shaped like the
+      params, kept across updates when ``reset_inner_momentum=False``;
+      ``()`` otherwise.
   """
 
   count: jax.Array
   rng_key: jax.Array
+  inner_velocity: Any = ()
+
+
+Average = Literal["exponential", "uniform"]
+AVERAGES: tuple[str, ...] = ("exponential", "uniform")
 
 
 def local_entropy(
@@ -31,6 +39,8 @@ def local_entropy(
     noise: float = 1e-4,
     alpha: float = 0.75,
     inner_momentum: float = 0.0,
+    reset_inner_momentum: bool = True,
+    average: Average = "exponential",
     weight_decay: float = 0.0,
     key: int | jax.Array = 0,
     axis_name: str | None = None,
@@ -62,7 +72,11 @@ def local_entropy(
   with :math:`\eta'` = ``inner_lr``, :math:`\varepsilon` = ``noise``,
   :math:`\lambda` = ``weight_decay``, :math:`L` = ``inner_steps`` and
   :math:`\nabla f_k` the gradient on the k-th minibatch. The transform emits
-  :math:`x - \mu_L`; the outer learning rate absorbs :math:`\gamma`. With
+  :math:`x - \mu_L`; the outer learning rate absorbs :math:`\gamma`. This
+  exponential average (``average="exponential"``) is the paper's (Sec. 7.1)
+  and the authors' Entropy-SGD; ``average="uniform"`` emits
+  :math:`x - \mu` with :math:`\mu = (x + y_1 + \dots + y_L) / (L + 1)`, the
+  authors' HEAT class, which produced Table 1's HEAT column. With
   ``noise=0`` and ``alpha=0`` the chain is gradient descent on
   :math:`f(y) + \tfrac\gamma2 |x-y|^2` and :math:`\gamma(x - y_L)` tends to
   the gradient of the Hopf-Lax solution (a proximal step, paper Lemma 2-3).
@@ -98,10 +112,20 @@ def local_entropy(
     inner_lr: step size :math:`\eta' > 0` of the inner chain.
     noise: :math:`\varepsilon \ge 0`; the chain samples at temperature
       :math:`\varepsilon^2`. With a concrete 0 the noise path is not built.
-    alpha: averaging factor in [0, 1); 0 keeps the last iterate (HJ).
-    inner_momentum: Nesterov momentum in [0, 1) on the inner drift. Its buffer
-      starts at zero every update, like the chain (the authors' code carries it
-      over between updates).
+    alpha: averaging factor in [0, 1) of ``average="exponential"``; 0 keeps
+      the last iterate (HJ).
+    inner_momentum: Nesterov momentum :math:`m` in [0, 1) on the inner drift
+      :math:`d_k` (the bracket above): :math:`v \leftarrow m v + d_k`, then
+      :math:`y_{k+1} = y_k - \eta' (d_k + m v)` plus the noise, which does not
+      go through the buffer.
+    reset_inner_momentum: ``True`` starts the buffer :math:`v` at zero every
+      update, like the chain. ``False`` keeps it in the state from one update
+      to the next, as the authors' code does; the state then holds a float32
+      copy of the params (for any ``inner_momentum``, so that its structure
+      does not depend on a hyper-parameter). A bool, static.
+    average: ``"exponential"`` (the paper's :math:`\mu_k`, factor ``alpha``)
+      or ``"uniform"`` (the mean of :math:`x` and the L iterates; ``alpha`` is
+      then unused).
     weight_decay: :math:`\lambda \ge 0`, added to the inner gradient.
     key: int seed or PRNG key for the noise.
     axis_name: if set, every gradient (``updates`` and ``grad_fn``'s) is
@@ -132,20 +156,29 @@ def local_entropy(
   _base.check("noise", noise, lambda v: v >= 0, ">= 0")
   _base.check("alpha", alpha, lambda v: 0 <= v < 1, "in [0, 1)")
   _base.check("inner_momentum", inner_momentum, lambda v: 0 <= v < 1, "in [0, 1)")
+  if not isinstance(reset_inner_momentum, bool):
+    raise ValueError(
+        f"reset_inner_momentum must be a bool (static; with optax.inject_hyperparams pass "
+        f"static_args=('reset_inner_momentum',)), got {reset_inner_momentum!r}")
+  if average not in AVERAGES:
+    raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
   _base.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
   _noise.check_sampler(sampler)
   unroll = _base.check_unroll(unroll)
   _base.check_key(key)
   # Terms that are concretely zero are left out of the compiled loop.
   use_noise = _base.concrete(noise) != 0.0
-  use_average = _base.concrete(alpha) != 0.0
-  use_momentum = _base.concrete(inner_momentum) != 0.0
+  uniform = average == "uniform"
+  use_average = uniform or _base.concrete(alpha) != 0.0
+  keep_velocity = not reset_inner_momentum
+  use_momentum = keep_velocity or _base.concrete(inner_momentum) != 0.0
   use_decay = _base.concrete(weight_decay) != 0.0
 
   def init_fn(params: optax.Params) -> LocalEntropyState:
-    del params
+    velocity = _base.float32_zeros(params) if keep_velocity else ()
     return LocalEntropyState(
-        count=jnp.zeros([], jnp.int32), rng_key=_base.as_raw_key(key)
+        count=jnp.zeros([], jnp.int32), rng_key=_base.as_raw_key(key),
+        inner_velocity=velocity,
     )
 
   def update_fn(
@@ -162,8 +195,7 @@ def local_entropy(
     coupling = _base.at_count(gamma, state.count)
     next_key, step_key = jax.random.split(state.rng_key)
     noise_scale = jnp.sqrt(2.0 * inner_lr) * noise
-    # The chain and its average run in at least float32, whatever the params.
-    x = jax.tree.map(lambda p: p.astype(jnp.promote_types(p.dtype, jnp.float32)), params)
+    x = _base.at_least_float32(params)
 
     def step(carry, grads, k):
       y, mu, velocity = carry
@@ -177,14 +209,19 @@ def local_entropy(
       if use_noise:
         xi = _noise.tree_noise(jax.random.fold_in(step_key, k), y, sampler)
         y = jax.tree.map(lambda y_, z: y_ + noise_scale * z, y, xi)
-      if use_average:
+      if uniform:  # mu carries the sum x + y_1 + ... + y_k
+        mu = jax.tree.map(jnp.add, mu, y)
+      elif use_average:
         mu = jax.tree.map(lambda m, y_: alpha * m + (1 - alpha) * y_, mu, y)
       return y, mu, velocity
 
     def to_params(tree):
       return _base.cast_like(tree, params)
 
-    velocity = jax.tree.map(jnp.zeros_like, x) if use_momentum else None
+    if keep_velocity:
+      velocity = state.inner_velocity
+    else:
+      velocity = _base.float32_zeros(params) if use_momentum else None
     carry = (x, x if use_average else None, velocity)
     carry = step(carry, _base.pmean(updates, axis_name), 0)
 
@@ -195,11 +232,14 @@ def local_entropy(
     if steps > 1:
       indices = jnp.arange(1, steps, dtype=jnp.int32)
       carry, _ = lax.scan(body, carry, indices, unroll=unroll)
-    y, mu, _ = carry
+    y, mu, velocity = carry
+    if uniform:
+      mu = jax.tree.map(lambda s: s / (steps + 1), mu)
     mean = mu if use_average else y
     new_updates = to_params(jax.tree.map(jnp.subtract, x, mean))
     return new_updates, LocalEntropyState(
-        count=optax.safe_increment(state.count), rng_key=next_key
+        count=optax.safe_increment(state.count), rng_key=next_key,
+        inner_velocity=velocity if keep_velocity else (),
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

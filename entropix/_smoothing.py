@@ -126,10 +126,7 @@ def gaussian_smoothing(
       grads = _base.pmean(grad_fn(perturbed, i), axis_name)
       return (jax.tree.map(lambda t, g: t + g, total, grads), point(i + 1)), None
 
-    zeros = jax.tree.map(
-        lambda p: jnp.zeros_like(p, jnp.promote_types(p.dtype, jnp.float32)), params
-    )
-    (total, _), _ = lax.scan(body, (zeros, point(0)), jnp.arange(count, dtype=jnp.int32),
+    (total, _), _ = lax.scan(body, (_base.float32_zeros(params), point(0)), jnp.arange(count, dtype=jnp.int32),
                              unroll=unroll)
     mean = jax.tree.map(lambda t: t / count, total)
     return _base.cast_like(mean, params), GaussianSmoothingState(

@@ -78,7 +78,8 @@ TINY = dict(model="mnistfc", optimizer="entropy-sgd", batch_size=16, effective_e
             eval_every=1.0, progress=False, devices=1, input_scaling="centered")
 # Short loops so every optimizer trains in seconds; everything else is the default.
 FAST = {"sgd": {}, "entropy-sgd": {"inner_steps": 2}, "hj": {"inner_steps": 2},
-        "heat": {"samples": 2}}
+        "hj-fixed-point": {"inner_steps": 1}, "heat": {"samples": 2},
+        "heat-uniform": {"inner_steps": 2}}
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ def assert_same(a, b):
 def test_entropy_sgd_is_local_entropy_then_nesterov_sgd():
   # Every argument away from its default, so one the alias drops shows.
   kw = dict(inner_steps=4, inner_lr=0.05, noise=1e-2, alpha=0.5, weight_decay=1e-2,
-            inner_momentum=0.5, key=3, sampler="normal", unroll=2)
+            inner_momentum=0.5, reset_inner_momentum=False, key=3, sampler="normal", unroll=2)
   assert_same(
       two_updates(entropix.entropy_sgd(0.7, gamma=0.3, momentum=0.8, **kw)),
       two_updates(optax.chain(entropix.local_entropy(0.3, **kw), optax.sgd(0.7, 0.8, nesterov=True))),
@@ -45,10 +45,20 @@ def test_hj_is_noiseless_last_iterate_with_the_papers_defaults():
       optax.sgd(0.7, 0.9, nesterov=True),
   )
   assert_same(two_updates(entropix.hj(0.7, gamma=0.3)), two_updates(expected))
-  kw = dict(inner_steps=3, inner_lr=0.1, weight_decay=0.05, inner_momentum=0.5, unroll=2)
+  kw = dict(inner_steps=3, inner_lr=0.1, weight_decay=0.05, inner_momentum=0.5,
+            reset_inner_momentum=False, unroll=2)
   expected = optax.chain(entropix.local_entropy(0.3, noise=0.0, alpha=0.0, **kw),
                          optax.sgd(0.7, 0.8, nesterov=True))
   assert_same(two_updates(entropix.hj(0.7, gamma=0.3, momentum=0.8, **kw)), two_updates(expected))
+
+
+def test_hj_fixed_point_is_the_transform_then_nesterov_sgd():
+  kw = dict(inner_steps=3, damping=0.5, weight_decay=1e-2, unroll=2)
+  assert_same(
+      two_updates(entropix.hj_fixed_point(0.7, gamma=0.3, momentum=0.8, **kw)),
+      two_updates(optax.chain(entropix.hopf_lax_fixed_point(0.3, **kw),
+                              optax.sgd(0.7, 0.8, nesterov=True))),
+  )
 
 
 def test_heat_decays_weights_on_the_outer_step():

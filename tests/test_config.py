@@ -1,6 +1,8 @@
 """Tests of training/config.py: flags -> one complete, checked Config."""
 
 import dataclasses
+import json
+import pathlib
 
 import pytest
 
@@ -11,11 +13,14 @@ from training import settings
 def test_no_flags_means_the_papers_mnistfc_entropy_sgd_run():
   config = cfg.build_config()
   assert (config.model, config.effective_epochs, config.batch_size) == ("mnistfc", 120, 128)
-  assert config.optimizer == cfg.EntropySGD(gamma=1e-4, scoping=1e-3, inner_steps=20,
-                                            inner_lr=0.1, noise=1e-4, alpha=0.75)
-  assert (config.lr, config.momentum, config.weight_decay) == (0.1, 0.9, 0.0)
+  assert config.optimizer == cfg.EntropySGD(
+      gamma=settings.defaults("mnistfc", "entropy-sgd")["gamma"], scoping=1e-3, inner_steps=20,
+      inner_lr=0.1, noise=1e-4, alpha=0.75, inner_momentum=0.9)
+  assert config.lr == settings.defaults("mnistfc", "entropy-sgd")["lr"]
+  assert (config.momentum, config.weight_decay, config.validation_split) == (0.9, 0.0, 0)
   assert [e for e, _ in config.lr_schedule[:2]] == [60, 120] and len(config.lr_schedule) == 40
-  assert [lr for _, lr in config.lr_schedule[:2]] == pytest.approx([0.02, 0.004])
+  assert [lr for _, lr in config.lr_schedule[:2]] == pytest.approx(
+      [config.lr / 5, config.lr / 25])
   assert config.run.data_dir == "mnist"  # the bundled MNIST
   assert config.run.devices == 8  # conftest simulates 8 CPU devices
 
@@ -25,11 +30,11 @@ def test_no_flags_means_the_papers_mnistfc_entropy_sgd_run():
 def test_every_value_is_filled_from_the_settings(model, optimizer):
   data = {"data_dir": "somewhere"} if model == "allcnn" else {}
   config = cfg.build_config(model=model, optimizer=optimizer, devices=1, **data)
+  want = settings.defaults(model, optimizer)
   assert config.effective_epochs == settings.PAPER_BUDGET[model, optimizer]
-  assert config.weight_decay == settings.WEIGHT_DECAY[model]
+  assert config.weight_decay == (0.0 if optimizer == "sgd" else settings.WEIGHT_DECAY[model])
+  assert config.lr == want["lr"]
   fields = dataclasses.asdict(config.optimizer)
-  want = {"gamma": settings.GAMMA0[model], "scoping": settings.SCOPING[model],
-          **settings.OPTIMIZER_DEFAULTS[optimizer]}
   assert fields == {k: want[k] for k in fields}
   assert None not in config.flags().values()
   # Unrolled on CPU only for All-CNN-C (LeNet's patch convolutions are as fast in a scan).
@@ -49,10 +54,14 @@ def test_flags_round_trip_and_exclude_what_an_optimizer_lacks():
 
 def test_a_flag_applies_exactly_to_the_optimizers_that_have_it():
   with pytest.raises(cfg.ConfigError, match=r"--noise does not apply to --optimizer hj "
-                                            r"\(it applies to entropy-sgd\)"):
+                                            r"\(it applies to entropy-sgd, heat-uniform\)"):
     cfg.build_config(optimizer="hj", noise=0.1)
+  with pytest.raises(cfg.ConfigError, match=r"--damping does not apply to --optimizer hj "
+                                            r"\(it applies to hj-fixed-point\)"):
+    cfg.build_config(optimizer="hj", damping=0.5)
   with pytest.raises(cfg.ConfigError, match=r"--scoping does not apply to --optimizer sgd "
-                                            r"\(it applies to entropy-sgd, hj, heat\)"):
+                                            r"\(it applies to entropy-sgd, hj, hj-fixed-point, "
+                                            r"heat, heat-uniform\)"):
     cfg.build_config(optimizer="sgd", scoping=0.0)
   with pytest.raises(cfg.ConfigError, match="unknown setting"):
     cfg.build_config(gama=0.1)
@@ -82,15 +91,30 @@ def test_budget_counts_updates_and_marks_evaluations():
 
 
 def test_the_documented_per_model_defaults():
-  # README "Defaults": gamma0 / scoping, weight decay and budgets per model.
-  for model, gamma, scoping, decay, budgets in (
-      ("mnistfc", 1e-4, 1e-3, 0.0, (120, 200, 200, 194)),
-      ("lenet", 1e-3, 1e-4, 0.0, (80, 75, 70, 67)),
-      ("allcnn", 3e-2, 1e-4, 1e-3, (160, 150, 145, 195)),
+  # README "Defaults": scoping, weight decay and budgets per model; the budgets
+  # in the order of ORDER (Table 1's four columns, then the text's two forms).
+  order = ("entropy-sgd", "heat-uniform", "hj-fixed-point", "sgd", "hj", "heat")
+  for model, decay, budgets in (
+      ("mnistfc", 0.0, (120, 200, 240, 194, 160, 200)),
+      ("lenet", 0.0, (80, 75, 84, 67, 60, 75)),
+      ("allcnn", 1e-3, (160, 150, 174, 195, 200, 150)),
   ):
     data = {"data_dir": "cifar"} if model == "allcnn" else {}
-    config = cfg.build_config(model=model, devices=1, **data)
-    assert (config.optimizer.gamma, config.optimizer.scoping, config.weight_decay) == (
-        gamma, scoping, decay)
-    assert tuple(cfg.build_config(model=model, optimizer=o, devices=1, **data).effective_epochs
-                 for o in ("entropy-sgd", "heat", "hj", "sgd")) == budgets
+    configs = [cfg.build_config(model=model, optimizer=o, devices=1, **data) for o in order]
+    assert tuple(c.effective_epochs for c in configs) == pytest.approx(budgets)
+    assert [c.weight_decay for c in configs] == [0.0 if c.optimizer.name == "sgd" else decay
+                                                 for c in configs]
+    assert {getattr(c.optimizer, "scoping", 1e-3) for c in configs} == {1e-3}
+
+
+def test_the_tuned_defaults_are_the_choices_recorded_in_results():
+  # settings.TUNED must be what benchmarks/tune.py chose, cell for cell.
+  chosen = json.loads((pathlib.Path(__file__).parent.parent / "results" / "tuning.json")
+                      .read_text())["chosen"]
+  recorded = {tuple(cell.split("/")): {k: v for k, v in c.items() if k not in ("trial", "val_error")}
+              for cell, c in chosen.items() if c["trial"] is not None}
+  assert settings.TUNED == recorded
+  for (model, optimizer), values in settings.TUNED.items():
+    config = cfg.build_config(model=model, optimizer=optimizer, devices=1)
+    got = {**dataclasses.asdict(config.optimizer), "lr": config.lr}
+    assert {k: got[k] for k in values} == values

@@ -183,3 +183,19 @@ def test_dataset_checks_name_what_does_not_fit(mnist_dir):
     dataset.check(batch_size=257, num_classes=10)
   with pytest.raises(ip.DataError, match="10 classes; the network has 5 outputs"):
     dataset.check(batch_size=16, num_classes=5)
+
+
+def test_validation_split_holds_out_the_last_training_examples(mnist_dir, cifar_dir):
+  full, _ = ip.load(mnist_dir)
+  split, _ = ip.load(mnist_dir, validation_split=56)
+  np.testing.assert_array_equal(split.train_images, full.train_images[:200])
+  np.testing.assert_array_equal(split.test_images, full.train_images[200:])
+  np.testing.assert_array_equal(split.test_labels, full.train_labels[200:])
+  for bad in (256, 300, -1):
+    with pytest.raises(ip.DataError, match=f"validation split {bad}: must be in 1 .. 255"):
+      ip.load(mnist_dir, validation_split=bad)
+  # CIFAR-10: ZCA is fitted on the training part only, then applied to the held-out part.
+  cifar, _ = ip.load(cifar_dir, validation_split=8)
+  raw = ip.load_cifar10(cifar_dir).hold_out(8)
+  np.testing.assert_array_equal(cifar.test_images, ip.whiten_cifar10(raw).test_images)
+  assert cifar.train_images.shape[0] == 32

@@ -121,6 +121,42 @@ def test_one_update_by_hand():
   assert int(state.count) == 1
 
 
+def test_the_inner_buffer_persists_across_updates_when_asked():
+  # Two updates of one inner step each, Nesterov m, no noise: by hand.
+  gamma, lr, m = 0.5, 0.1, 0.9
+  x = jnp.array([1.0, -2.0])
+  grad = lambda y, i=0: 2 * y + 1
+  kw = dict(inner_steps=1, inner_lr=lr, noise=0.0, alpha=0.0, inner_momentum=m)
+  kept = entropix.local_entropy(gamma, reset_inner_momentum=False, **kw)
+  reset = entropix.local_entropy(gamma, **kw)
+  state_kept, state_reset, v = kept.init(x), reset.init(x), jnp.zeros(2)
+  assert state_reset.inner_velocity == ()
+  for update in range(2):
+    out_kept, state_kept = kept.update(grad(x), state_kept, x, grad_fn=grad)
+    out_reset, state_reset = reset.update(grad(x), state_reset, x, grad_fn=grad)
+    d = grad(x)  # y_0 = x: no coupling term
+    v = m * v + d
+    np.testing.assert_allclose(out_kept, lr * (d + m * v), rtol=1e-6)
+    np.testing.assert_allclose(state_kept.inner_velocity, v, rtol=1e-6)
+    np.testing.assert_allclose(out_reset, lr * (1 + m) * d, rtol=1e-6)
+  assert not np.allclose(out_kept, out_reset)  # the second update tells them apart
+
+
+def test_the_uniform_average_is_the_mean_of_x_and_the_iterates():
+  gamma, lr = 0.5, 0.1
+  x = jnp.array([1.0, -2.0])
+  grads = [lambda y: 2 * y, lambda y: 3 * y + 1, lambda y: y**2]
+  grad_fn = lambda y, i: jax.lax.switch(i, grads, y)
+  transform = entropix.local_entropy(gamma, inner_steps=3, inner_lr=lr, noise=0.0,
+                                     alpha=0.3, average="uniform")
+  out, _ = transform.update(grads[0](x), transform.init(x), x, grad_fn=grad_fn)
+  y, iterates = x, [x]
+  for k in range(3):
+    y = y - lr * (grads[k](y) + gamma * (y - x))
+    iterates.append(y)
+  np.testing.assert_allclose(out, x - sum(iterates) / 4, rtol=1e-6)  # alpha is unused
+
+
 @pytest.mark.parametrize("inner_steps", [1, 2, 7])
 def test_exactly_inner_steps_gradient_evaluations(inner_steps):
   calls = []
@@ -201,6 +237,8 @@ def test_gamma_schedule_is_evaluated_at_the_update_count():
         ({"inner_momentum": 1.0}, "inner_momentum"),
         ({"weight_decay": -1.0}, "weight_decay"),
         ({"sampler": "uniform"}, "sampler"),
+        ({"average": "mean"}, "average"),
+        ({"reset_inner_momentum": 1}, "reset_inner_momentum"),
     ],
 )
 def test_bad_hyperparameters_are_refused_by_name(kwargs, name):

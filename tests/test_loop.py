@@ -47,6 +47,18 @@ def test_allcnn_trains_on_cifar_shaped_data(optimizer, tiny, fast, cifar_dir, tm
   assert np.isfinite(last["val_loss"]) and np.isfinite(last["train_loss"])
 
 
+def test_validation_split_evaluates_on_held_out_training_images(tiny, tmp_path):
+  result = training.train_and_evaluate(
+      tiny(optimizer="sgd", validation_split=56, effective_epochs=0.5), tmp_path)
+  assert result.summary["evaluated_on"] == "validation: the last 56 training examples"
+  # An exact count of 56 examples, 200 left to train on: 0.5 epoch is 6 updates of 16.
+  assert all(round(r["val_error"] * 56 / 100, 6).is_integer() for r in result.history)
+  assert result.history[-1]["step"] == 7
+  test_run = training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=0.5),
+                                         tmp_path / "test")
+  assert test_run.summary["evaluated_on"] == "test"
+
+
 def test_same_seed_same_numbers_other_seed_other_numbers(tiny, fast, tmp_path):
   config = tiny(optimizer="entropy-sgd", noise=1e-3, **fast["entropy-sgd"])
   a = training.train_and_evaluate(config, tmp_path / "a")

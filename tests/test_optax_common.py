@@ -26,6 +26,14 @@ FACTORIES = {
     "entropy_sgd": lambda: entropix.entropy_sgd(0.5, gamma=1.0, inner_steps=3),
     "hj": lambda: entropix.hj(0.5, gamma=1.0),
     "heat": lambda: entropix.heat(0.1, sigma=0.01, samples=3),
+    "hopf_lax_fixed_point": lambda: optax.chain(
+        entropix.hopf_lax_fixed_point(1.0, inner_steps=3), optax.sgd(0.1)
+    ),
+    "hj_fixed_point": lambda: entropix.hj_fixed_point(0.05, gamma=1.0),
+    # The authors' HEAT class: a kept inner buffer and the uniform average.
+    "entropy_sgd_uniform": lambda: entropix.entropy_sgd(
+        0.5, gamma=1.0, inner_steps=3, inner_momentum=0.5, reset_inner_momentum=False,
+        average="uniform"),
 }
 ALL = pytest.mark.parametrize("name", list(FACTORIES))
 
@@ -96,6 +104,12 @@ def test_schedules_for_gamma_sigma_and_learning_rate():
         (entropix.entropy_sgd, {"learning_rate": 0.5, "gamma": 1.0, "inner_steps": 3}, ("inner_steps",)),
         (entropix.hj, {"learning_rate": 0.5, "gamma": 1.0}, ("inner_steps",)),
         (entropix.heat, {"learning_rate": 0.1, "sigma": 0.1, "samples": 3}, ("samples",)),
+        (entropix.hopf_lax_fixed_point, {"gamma": 1.0, "inner_steps": 3}, ("inner_steps",)),
+        (entropix.hj_fixed_point, {"learning_rate": 0.05, "gamma": 1.0}, ("inner_steps",)),
+        (entropix.entropy_sgd,
+         {"learning_rate": 0.5, "gamma": 1.0, "inner_steps": 3, "inner_momentum": 0.5,
+          "reset_inner_momentum": False, "average": "uniform"},
+         ("inner_steps", "reset_inner_momentum", "average")),
     ],
 )
 def test_inject_hyperparams(factory, kwargs, static):
@@ -104,7 +118,8 @@ def test_inject_hyperparams(factory, kwargs, static):
   step, state = make_step(opt), opt.init(params)
   first, _ = step(params, state)
   # A changed hyper-parameter takes effect without recompiling.
-  name = {"local_entropy": "gamma", "gaussian_smoothing": "sigma"}.get(
+  name = {"local_entropy": "gamma", "gaussian_smoothing": "sigma",
+          "hopf_lax_fixed_point": "gamma"}.get(
       factory.__name__, "learning_rate"
   )
   state.hyperparams[name] = state.hyperparams[name] * 3
@@ -198,6 +213,11 @@ PMAP_FACTORIES = {
     ),
     "hj": lambda axis: entropix.hj(0.5, gamma=1.0, axis_name=axis),
     "heat": lambda axis: entropix.heat(0.1, sigma=0.1, samples=4, axis_name=axis),
+    "hj_fixed_point": lambda axis: entropix.hj_fixed_point(
+        0.05, gamma=1.0, inner_steps=3, axis_name=axis),
+    "entropy_sgd_uniform": lambda axis: entropix.entropy_sgd(
+        0.5, gamma=1.0, inner_steps=4, noise=1e-2, inner_momentum=0.5,
+        reset_inner_momentum=False, average="uniform", axis_name=axis),
 }
 
 

@@ -36,7 +36,7 @@ def test_heat_sigma_squared_shrinks_by_one_plus_scoping_per_update():
 
 # Not the defaults anywhere, so an argument the factory forgets to pass shows.
 OWN = {"gamma": 0.02, "scoping": 0.01, "inner_steps": 3, "inner_lr": 0.05, "noise": 1e-3,
-       "alpha": 0.5, "sigma": 0.03, "samples": 3}
+       "alpha": 0.5, "sigma": 0.03, "samples": 3, "inner_momentum": 0.6, "damping": 0.4}
 
 
 def _by_hand(name, key):
@@ -49,10 +49,15 @@ def _by_hand(name, key):
   if name == "heat":
     sigma = optax.exponential_decay(0.03, 1, 1.01**-0.5)
     return entropix.heat(lr, sigma=sigma, samples=3, key=key, **common)
+  kept = dict(inner_momentum=0.6, reset_inner_momentum=False)  # the authors' inner buffer
   if name == "hj":
-    return entropix.hj(lr, gamma=gamma, inner_steps=3, inner_lr=0.05, **common)
+    return entropix.hj(lr, gamma=gamma, inner_steps=3, inner_lr=0.05, **kept, **common)
+  if name == "hj-fixed-point":  # no ceiling on gamma
+    return entropix.hj_fixed_point(lr, gamma=entropix.scoping(0.02, 0.01), inner_steps=3,
+                                   damping=0.4, **common)
+  average = dict(average="uniform") if name == "heat-uniform" else dict(alpha=0.5)
   return entropix.entropy_sgd(lr, gamma=gamma, inner_steps=3, inner_lr=0.05, noise=1e-3,
-                              alpha=0.5, key=key, **common)
+                              key=key, **kept, **average, **common)
 
 
 @pytest.mark.parametrize("name", list(cfg.OPTIMIZERS))
@@ -70,7 +75,7 @@ def test_the_factory_builds_the_optimizer_the_config_describes(name):
       updates, s = tx.update(grad_fn(p, 0), s, p, grad_fn=grad_fn)
       return s, optax.apply_updates(p, updates)
     state, p = jax.tree.map(lambda x: x[None], tx.init(params)), jax.tree.map(lambda x: x[None], params)
-    for _ in range(count):
+    for _ in range(count):  # (a kept inner buffer shows from the second update)
       state, p = jax.pmap(step, axis_name="batch")(state, p)
     return p
 

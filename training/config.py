@@ -11,9 +11,9 @@ progress bar, resume) is kept apart from the hyper-parameters, which a
 
 >>> config = build_config(model="lenet", optimizer="hj", gamma=0.01)
 >>> config.optimizer
-HJ(gamma=0.01, scoping=0.0001, inner_steps=5, inner_lr=0.25)
+HJ(gamma=0.01, scoping=0.001, inner_steps=5, inner_lr=0.25, inner_momentum=0.9)
 >>> config.effective_epochs, config.backprops_per_update
-(70.0, 5)
+(60.0, 5)
 >>> build_config(**config.flags()) == config
 True
 """
@@ -51,7 +51,10 @@ class SGD:
 
 @dataclasses.dataclass(frozen=True)
 class EntropySGD:
-  """Entropy-SGD (Sec. 7.1): ``entropix.entropy_sgd``, a Langevin inner loop."""
+  """Entropy-SGD (Sec. 7.1): ``entropix.entropy_sgd``, a Langevin inner loop.
+
+  The inner Nesterov buffer is kept across updates, as the authors' code does.
+  """
 
   name: ClassVar[str] = "entropy-sgd"
   gamma: float  # coupling gamma0
@@ -60,6 +63,7 @@ class EntropySGD:
   inner_lr: float
   noise: float  # Langevin noise scale, temperature noise^2
   alpha: float  # averaging of the inner iterates
+  inner_momentum: float  # Nesterov momentum of the inner loop
 
   @property
   def backprops_per_update(self) -> int:
@@ -68,13 +72,48 @@ class EntropySGD:
 
 @dataclasses.dataclass(frozen=True)
 class HJ:
-  """HJ (Sec. 7.2): ``entropix.hj``, the noiseless inner loop, last iterate."""
+  """HJ as the paper's Sec. 7.2 describes it (the code's HJB class): ``entropix.hj``,
+  the noiseless inner loop, last iterate."""
 
   name: ClassVar[str] = "hj"
   gamma: float
   scoping: float
   inner_steps: int
   inner_lr: float
+  inner_momentum: float
+
+  @property
+  def backprops_per_update(self) -> int:
+    return self.inner_steps
+
+
+@dataclasses.dataclass(frozen=True)
+class HJFixedPoint:
+  """HJ as Table 1 ran it (the code's FP class, Remark 21): ``entropix.hj_fixed_point``."""
+
+  name: ClassVar[str] = "hj-fixed-point"
+  gamma: float
+  scoping: float
+  inner_steps: int  # damped fixed-point iterations, one backprop each
+  damping: float
+
+  @property
+  def backprops_per_update(self) -> int:
+    return self.inner_steps + 1  # and the gradient at x
+
+
+@dataclasses.dataclass(frozen=True)
+class HEATUniform:
+  """HEAT as Table 1 ran it (the code's HEAT class): the Entropy-SGD loop with the
+  uniform average of x and the iterates, ``entropix.entropy_sgd(average="uniform")``."""
+
+  name: ClassVar[str] = "heat-uniform"
+  gamma: float
+  scoping: float
+  inner_steps: int
+  inner_lr: float
+  noise: float
+  inner_momentum: float
 
   @property
   def backprops_per_update(self) -> int:
@@ -95,9 +134,9 @@ class HEAT:
     return self.samples
 
 
-OptimizerSettings = SGD | EntropySGD | HJ | HEAT
+OptimizerSettings = SGD | EntropySGD | HJ | HJFixedPoint | HEAT | HEATUniform
 OPTIMIZERS: dict[str, type[OptimizerSettings]] = {
-    cls.name: cls for cls in (SGD, EntropySGD, HJ, HEAT)
+    cls.name: cls for cls in (SGD, EntropySGD, HJ, HJFixedPoint, HEAT, HEATUniform)
 }
 SPMD = ("pmap", "shard_map")
 INPUT_SCALINGS = ("raw", "centered")
@@ -134,6 +173,7 @@ class Config:
   seed: int
   eval_every: float  # effective epochs
   input_scaling: str
+  validation_split: int  # >0: evaluate on the last N training images, train on the rest
   run: RunOptions
 
   @property
@@ -169,7 +209,8 @@ FLAGS = (
     "model", "optimizer",
     *dict.fromkeys(f.name for cls in OPTIMIZERS.values() for f in dataclasses.fields(cls)),
     "effective_epochs", "batch_size", "lr", "lr_schedule", "momentum", "weight_decay", "seed",
-    "eval_every", "input_scaling", *(f.name for f in dataclasses.fields(RunOptions)),
+    "eval_every", "input_scaling", "validation_split",
+    *(f.name for f in dataclasses.fields(RunOptions)),
 )
 
 _POSITIVE = (lambda v: v > 0, "> 0")
@@ -180,10 +221,10 @@ _NUMBERS: dict[str, tuple[Callable[[float], bool], str]] = {
     "effective_epochs": _POSITIVE, "lr": _POSITIVE, "momentum": _FRACTION,
     "weight_decay": _NON_NEGATIVE, "eval_every": _POSITIVE, "gamma": _POSITIVE,
     "scoping": _NON_NEGATIVE, "inner_lr": _POSITIVE, "noise": _NON_NEGATIVE,
-    "alpha": _FRACTION, "sigma": _POSITIVE,
+    "alpha": _FRACTION, "sigma": _POSITIVE, "inner_momentum": _FRACTION, "damping": _FRACTION,
 }
 _INTEGERS = {"batch_size": 1, "seed": 0, "devices": 1, "inner_steps": 1, "samples": 1,
-             "unroll": 1}
+             "unroll": 1, "validation_split": 0}
 
 
 def _refuse(name: str, value: Any, want: str) -> None:
@@ -288,17 +329,10 @@ def build_config(**flags: Any) -> Config:
     raise ConfigError("--unroll does not apply to --optimizer sgd (it has no inner loop; it "
                       f"applies to {', '.join(o for o in OPTIMIZERS if o != 'sgd')})")
 
-  defaults = {
-      "gamma": settings.GAMMA0[model], "scoping": settings.SCOPING[model],
-      **settings.OPTIMIZER_DEFAULTS[cls.name],
-      "effective_epochs": settings.PAPER_BUDGET[model, cls.name],
-      "batch_size": settings.BATCH_SIZE, "lr": settings.LR, "momentum": settings.MOMENTUM,
-      "weight_decay": settings.WEIGHT_DECAY[model], "seed": 0,
-      "eval_every": settings.EVAL_EVERY,
-  }
+  defaults = settings.defaults(model, cls.name)
   value = {name: given.get(name, defaults.get(name)) for name in (*defaults, "devices", "unroll")}
   for name in ("effective_epochs", "batch_size", "lr", "momentum", "weight_decay",
-               "eval_every", "seed", *own, "devices", "unroll"):
+               "eval_every", "seed", "validation_split", *own, "devices", "unroll"):
     if value.get(name) is not None and not (name == "unroll" and isinstance(value[name], bool)):
       _check(name, value[name])
   value.update({k: float(v) for k, v in value.items() if k in _NUMBERS})
@@ -339,6 +373,7 @@ def build_config(**flags: Any) -> Config:
       lr=value["lr"], lr_schedule=schedule, momentum=value["momentum"],
       weight_decay=value["weight_decay"], seed=value["seed"],
       eval_every=value["eval_every"], input_scaling=given.get("input_scaling", "raw"),
+      validation_split=value["validation_split"],
       run=RunOptions(data_dir=str(data_dir), devices=devices,
                      spmd=given.get("spmd", "pmap"), unroll=unroll,
                      progress=bool(given.get("progress", True)),

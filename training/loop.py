@@ -98,7 +98,8 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> Train
     raise ConfigError(f"--workdir {workdir}: exists and is not a directory")
   checkpointer = Checkpointer(workdir)
   saved = checkpointer.resume_point(config)
-  dataset, scaling = input_pipeline.load(config.run.data_dir, config.input_scaling)
+  dataset, scaling = input_pipeline.load(config.run.data_dir, config.input_scaling,
+                                         config.validation_split)
   dataset.check(batch_size=config.batch_size, num_classes=10)
   if dataset.train_images.shape[1:] != models.INPUT_SHAPES[config.model]:
     raise ConfigError(f"--model {config.model} takes images of shape "
@@ -162,6 +163,8 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> Train
       "val_error": last["val_error"], "val_loss": last["val_loss"],
       "effective_epochs": last["effective_epochs"], "backprops": last["backprops"],
       "updates": last["step"], "devices": config.run.devices,
+      "evaluated_on": (f"validation: the last {config.validation_split} training examples"
+                       if config.validation_split else "test"),
       "wall_s": round(time.perf_counter() - start, 3), "workdir": str(workdir),
   }
   return TrainingResult(summary, metrics.history, par.get(device_state))

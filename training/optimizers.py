@@ -4,7 +4,8 @@ import jax
 import optax
 
 import entropix
-from training.config import EntropySGD, HEAT, HJ, SGD, Config, first_update_at
+from training.config import (HEAT, HJ, SGD, Config, EntropySGD, HEATUniform, HJFixedPoint,
+                             first_update_at)
 
 
 def lr_schedule(config: Config, updates_per_epoch: float) -> optax.Schedule:
@@ -24,14 +25,18 @@ def lr_schedule(config: Config, updates_per_epoch: float) -> optax.Schedule:
   return optax.join_schedules([optax.constant_schedule(v) for v in values], boundaries)
 
 
-def gamma_schedule(settings: EntropySGD | HJ) -> optax.ScalarOrSchedule:
-  """gamma0 (1 + scoping)^k, capped at 1 / inner_lr (past 2 / inner_lr the inner loop diverges).
+def gamma_schedule(settings: EntropySGD | HJ | HJFixedPoint | HEATUniform) -> optax.ScalarOrSchedule:
+  """gamma0 (1 + scoping)^k; for the Langevin/descent loops capped at 1 / inner_lr.
 
-  Without the cap the default HJ run on mnistfc (18,750 updates) would take
-  gamma from 1e-4 to 1.4e4.
+  The coupling alone makes the inner loop diverge past inner_lr * gamma = 2
+  (1.36 with Nesterov 0.9): without the cap the default HJ run on mnistfc
+  (18,750 updates) would take gamma from 1e-4 to 1.4e4. The fixed-point form
+  is not capped: as gamma grows its iteration tends to the plain gradient.
   """
   if not settings.scoping:
     return settings.gamma
+  if isinstance(settings, HJFixedPoint):
+    return entropix.scoping(settings.gamma, settings.scoping)
   ceiling = max(settings.gamma, 1 / settings.inner_lr)
   return entropix.scoping(settings.gamma, settings.scoping, end_value=ceiling)
 
@@ -65,9 +70,16 @@ def make_optimizer(
                            **common)
     case HJ() as hj:
       return entropix.hj(lr, gamma=gamma_schedule(hj), inner_steps=hj.inner_steps,
-                         inner_lr=hj.inner_lr, **common)
-    case EntropySGD() as esgd:
+                         inner_lr=hj.inner_lr, inner_momentum=hj.inner_momentum,
+                         reset_inner_momentum=False, **common)
+    case HJFixedPoint() as fp:
+      return entropix.hj_fixed_point(lr, gamma=gamma_schedule(fp), inner_steps=fp.inner_steps,
+                                     damping=fp.damping, **common)
+    case EntropySGD() | HEATUniform() as loop:
+      # The authors' code keeps the inner buffer across updates.
+      average = dict(average="uniform") if isinstance(loop, HEATUniform) else dict(alpha=loop.alpha)
       return entropix.entropy_sgd(
-          lr, gamma=gamma_schedule(esgd), inner_steps=esgd.inner_steps,
-          inner_lr=esgd.inner_lr, noise=esgd.noise, alpha=esgd.alpha, key=key, **common)
+          lr, gamma=gamma_schedule(loop), inner_steps=loop.inner_steps,
+          inner_lr=loop.inner_lr, noise=loop.noise, inner_momentum=loop.inner_momentum,
+          reset_inner_momentum=False, key=key, **average, **common)
   raise TypeError(f"no optimizer for {config.optimizer!r}")
