@@ -81,7 +81,8 @@ def test_resume_runs_only_the_remaining_updates_and_refuses_changed_flags(
   # Evaluations (eval_every 1) at 0, 16, 32; the last two checkpoints kept.
   assert [r["step"] for r in longer.history] == [0, 16, 32]
   assert sorted(os.listdir(tmp_path / "r" / "checkpoints"), key=int) == ["16", "32"]
-  with pytest.raises(training.ConfigError, match=r"--lr \(0.1, now 0.2\)"):
+  default_lr = tiny(optimizer="sgd").lr
+  with pytest.raises(training.ConfigError, match=rf"--lr \({default_lr}, now 0.2\)"):
     training.train_and_evaluate(tiny(optimizer="sgd", lr=0.2, effective_epochs=3.0, resume=True),
                                 tmp_path / "r")
   with pytest.raises(training.ConfigError, match="already at 2.000 effective epochs"):

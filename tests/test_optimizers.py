@@ -20,12 +20,15 @@ def test_lr_schedule_is_piecewise_constant_in_effective_epochs():
 
 
 def test_scoping_stops_where_the_inner_loop_would_diverge():
-  hj = cfg.build_config(optimizer="hj").optimizer  # mnistfc: gamma0 1e-4, scoping 1e-3
+  hj = cfg.build_config(optimizer="hj", gamma=1e-4).optimizer  # mnistfc, scoping 1e-3
   gamma = optimizers.gamma_schedule(hj)
   assert float(gamma(0)) == pytest.approx(1e-4)
   assert float(gamma(1000)) == pytest.approx(1e-4 * 1.001**1000, rel=1e-4)
   assert float(gamma(18_750)) == pytest.approx(1 / hj.inner_lr)  # not 1.4e4
-  assert optimizers.gamma_schedule(cfg.build_config(scoping=0.0).optimizer) == 1e-4
+  assert optimizers.gamma_schedule(cfg.build_config(gamma=1e-4, scoping=0.0).optimizer) == 1e-4
+  # The fixed point has no ceiling: as gamma grows it tends to the plain gradient.
+  fp = optimizers.gamma_schedule(cfg.build_config(optimizer="hj-fixed-point").optimizer)
+  assert float(fp(10_000)) == pytest.approx(10.0 * 1.001**10_000, rel=1e-3)  # float32
 
 
 def test_heat_sigma_squared_shrinks_by_one_plus_scoping_per_update():
