@@ -7,7 +7,8 @@ The command line only: flags -> ``training.build_config`` ->
 the paper's budget of 120 effective epochs; ``python train.py --help`` lists
 every flag with its default. The budget is counted in effective epochs,
 backprops * batch_size / N_train (paper Remark 22): one update of Entropy-SGD
-or HEAT costs L = 20 backprops, of HJ L = 5, of SGD 1.
+or HEAT costs L = 20 backprops, of HJ L = 5, of the fixed point (Table 1's HJ)
+L + 1 = 6, of SGD 1.
 
 The step is data parallel over ``--devices`` local devices (axis ``batch``):
 each device holds the whole training set and draws its slice of the global
