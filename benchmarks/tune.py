@@ -13,7 +13,8 @@ early, which is what it can afford on a 2-core CPU. The validation error of
 trial within one standard error of the best is as good, and the earliest of
 them in GRID order is chosen (the defaults come first).
 
-Every trial runs in its own workdir under ``runs/tuning/`` (git-ignored) and
+Every trial runs in its own workdir under ``runs/tuning/`` (git-ignored; the
+folder is named after ``--out``) and
 its record goes into ``results/tuning.json`` as soon as it finishes, with
 the choice of every cell whose trials are all done. The script can be
 stopped at any moment and started again: finished trials are skipped, a
@@ -28,14 +29,12 @@ import datetime
 import itertools
 import json
 import math
-import os
 import pathlib
-import subprocess
 import sys
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import _jobs  # noqa: E402
 from overhead import machine  # noqa: E402
 
 VALIDATION = 10_000
@@ -68,13 +67,12 @@ def trials(models, optimizers):
   return out
 
 
-def command(model, optimizer, flags, workdir):
+def flags_of(model, optimizer, flags):
   args = ["--model", model, "--optimizer", optimizer, "--effective-epochs", str(BUDGET[model]),
-          "--validation-split", str(VALIDATION), "--seed", "0", "--devices", "1",
-          "--no-progress", "--workdir", str(workdir)]
+          "--validation-split", str(VALIDATION), "--seed", "0", "--devices", "1"]
   for key, value in flags.items():
     args += ["--" + key.replace("_", "-"), repr(value)]
-  return args + (["--resume"] if workdir.exists() else [])
+  return args
 
 
 def choose(records, all_trials):
@@ -109,14 +107,12 @@ def main() -> None:
   args = parser.parse_args()
   if args.budget:
     BUDGET.update({model: args.budget for model in BUDGET})
-  cores = sorted(os.sched_getaffinity(0))
-  if args.jobs < 1 or args.jobs > len(cores):
-    parser.error(f"--jobs {args.jobs}: must be in 1 .. {len(cores)} (the cores this process may use)")
+  cores = _jobs.check_jobs(args.jobs)
   out = pathlib.Path(args.out)
   result = json.loads(out.read_text()) if out.is_file() else {}
   records = result.get("trials", {})
   todo = [t for t in trials(args.models, args.optimizers) if t[0] not in records]
-  running = {}  # core -> (trial, process, start)
+  cells = {name: (model, optimizer, flags) for name, model, optimizer, flags in todo}
 
   def save():
     result.update({
@@ -129,45 +125,29 @@ def main() -> None:
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(out)  # at once and whole: a stop keeps every finished trial
 
-  while todo or running:
-    for core in [c for c in cores[:args.jobs] if c not in running]:
-      if not todo:
-        break
-      trial = todo.pop(0)
-      name, model, optimizer, flags = trial
-      workdir = ROOT / "runs" / "tuning" / name
-      process = subprocess.Popen(
-          ["taskset", "-c", str(core), sys.executable, str(ROOT / "train.py"),
-           *command(model, optimizer, flags, workdir)],
-          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      running[core] = (trial, process, time.perf_counter())
-    time.sleep(1.0)
-    for core, (trial, process, began) in list(running.items()):
-      if process.poll() is None:
-        continue
-      del running[core]
-      name, model, optimizer, flags = trial
-      stdout, stderr = process.communicate()
-      workdir = ROOT / "runs" / "tuning" / name
-      curve = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-      if process.returncode:  # a diverged trial is a result (its error is 90 %), not a stop
-        print(f"{name}: train.py exit {process.returncode}: {stderr.strip()[-300:]}", flush=True)
-        if "diverged" not in stderr and "loss is" not in stderr:
-          sys.exit(f"{name}: train.py failed:\n{stderr[-2000:]}")
-      summary = json.loads(stdout.splitlines()[-1]) if not process.returncode else None
-      records[name] = {
-          "model": model, "optimizer": optimizer, "flags": flags,
-          "val_error": summary["val_error"] if summary else None,
-          "diverged": summary is None,
-          "best_val_error": min(r["val_error"] for r in curve),
-          "effective_epochs": curve[-1]["effective_epochs"],
-          "process_wall_s": round(time.perf_counter() - began, 1),
-          "curve": [{k: r[k] for k in ("effective_epochs", "val_error", "val_loss")}
-                    for r in curve],
-          "date": datetime.date.today().isoformat(),
-      }
-      save()
-      print(name, records[name]["val_error"], flush=True)
+  def on_done(done):
+    name = done.job.name
+    model, optimizer, flags = cells[name]
+    if done.summary is None:
+      print(f"{name}: stopped: {done.error}", flush=True)
+    records[name] = {
+        "model": model, "optimizer": optimizer, "flags": flags,
+        "val_error": done.summary["val_error"] if done.summary else None,
+        "diverged": done.summary is None,
+        "best_val_error": min(r["val_error"] for r in done.curve),
+        "effective_epochs": done.curve[-1]["effective_epochs"],
+        "process_wall_s": done.wall_s,
+        "curve": [{k: r[k] for k in ("effective_epochs", "val_error", "val_loss")}
+                  for r in done.curve],
+        "date": datetime.date.today().isoformat(),
+    }
+    save()
+    print(name, records[name]["val_error"], flush=True)
+
+  # Workdirs named after --out: a trial run of the script never resumes the real ones.
+  jobs = [_jobs.Job(name, flags_of(*cells[name]), ROOT / "runs" / out.stem / name)
+          for name, *_ in todo]
+  _jobs.run(jobs, cores, on_done)
   save()
 
 
