@@ -41,8 +41,12 @@ def check_jobs(jobs: int) -> list[int]:
   return cores[:jobs]
 
 
-def run(jobs: Sequence[Job], cores: Sequence[int], on_done: Callable[[Finished], None]) -> None:
+def run(jobs: Sequence[Job], cores: Sequence[int], on_done: Callable[[Finished], None],
+        pin: bool = True) -> None:
   """Runs ``jobs`` in order, one per core of ``cores`` at a time.
+
+  ``pin=False`` lets each job use every core (a GPU machine running one job
+  at a time: the host work, CIFAR-10's whitening, then gets all of them).
 
   A run that stops with NaN or Inf (train.py's exit status 1 and its
   message) is a result; any other failure stops the script with its stderr.
@@ -56,7 +60,7 @@ def run(jobs: Sequence[Job], cores: Sequence[int], on_done: Callable[[Finished],
       argv = [*job.flags, "--no-progress", "--workdir", str(job.workdir),
               *(["--resume"] if job.workdir.exists() else [])]
       process = subprocess.Popen(
-          ["taskset", "-c", str(core), sys.executable, str(ROOT / "train.py"), *argv],
+          [*(["taskset", "-c", str(core)] if pin else []), sys.executable, str(ROOT / "train.py"), *argv],
           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       running[core] = (job, process, time.perf_counter())
     time.sleep(1.0)

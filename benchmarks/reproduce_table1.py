@@ -1,11 +1,13 @@
-"""Reproduces Table 1's MNIST rows: every cell a set of train.py runs with seeds.
+"""Reproduces Table 1: every cell a set of train.py runs with seeds.
 
-Cells: mnistfc and LeNet, each with the four algorithms that produced
-Table 1's columns (``entropy-sgd``, ``heat-uniform``, ``hj-fixed-point``,
-``sgd``: 3 seeds) and the two forms the paper's text describes (``hj``,
-``heat``: 2 seeds). Every run is ``python train.py --model M --optimizer O
---seed S`` with train.py's defaults (the paper's budget of the cell, the
-settings of ``training/settings.py``), one device, in its own workdir under
+Cells: mnistfc and LeNet (the default), or All-CNN-C on CIFAR-10 (``--models
+allcnn --data-dir DIR``, for a GPU machine: ``benchmarks/reproduce_allcnn.sh``),
+each with the four algorithms that produced Table 1's columns
+(``entropy-sgd``, ``heat-uniform``, ``hj-fixed-point``, ``sgd``: 3 seeds) and
+the two forms the paper's text describes (``hj``, ``heat``: 2 seeds). Every
+run is ``python train.py --model M --optimizer O --seed S`` with train.py's
+defaults (the paper's budget of the cell, the settings of
+``training/settings.py``), one device, in its own workdir under
 ``runs/table1/`` (git-ignored). The first seed of every cell runs before any
 second seed, so each cell can be checked against the paper early.
 
@@ -15,7 +17,10 @@ As each run finishes its record (summary and curve) goes into
 effective epoch at which each curve first reaches the paper's number) are
 written again from all finished runs. Stop it at any moment: finished runs
 are skipped, a half-done one continues with ``--resume``. ``--jobs 2`` runs
-two at once, each pinned to its own core.
+two at once, each pinned to its own core (``--no-pin`` on a GPU machine).
+
+To try the script, give train.py flags after ``--`` and another
+``--results``: they go to every run (``-- --effective-epochs 1``).
 
 Run: python benchmarks/reproduce_table1.py [--jobs 2] [--models ...] [--optimizers ...]
 """
@@ -41,15 +46,35 @@ PAPER = {
     ("lenet", "entropy-sgd"): (0.50, 0.01), ("lenet", "heat-uniform"): (0.59, 0.02),
     ("lenet", "hj-fixed-point"): (0.50, 0.01), ("lenet", "sgd"): (0.50, 0.02),
     ("lenet", "hj"): (0.51, 0.02),
+    ("allcnn", "entropy-sgd"): (7.96, 0.05), ("allcnn", "heat-uniform"): (9.04, 0.04),
+    ("allcnn", "hj-fixed-point"): (7.89, 0.07), ("allcnn", "sgd"): (7.94, 0.06),
+    ("allcnn", "hj"): (7.82, 0.04),
+}
+# What each --optimizer runs, and which Table-1 column or paper section it is.
+ALGORITHM = {
+    "entropy-sgd": "Entropy-SGD: the authors' ESGD class (Langevin loop, exponential average, "
+                   "inner Nesterov kept); Table 1's Entropy-SGD column",
+    "heat-uniform": "the authors' HEAT class (the Entropy-SGD loop with a uniform average); "
+                    "Table 1's HEAT column",
+    "hj-fixed-point": "the authors' FP class (damped fixed point of Remark 21, Eq. 34); "
+                      "Table 1's HJ column",
+    "sgd": "SGD with Nesterov momentum; Table 1's SGD column",
+    "hj": "HJ as Sec. 7.2 describes it (the authors' HJB class: the loop without noise, "
+          "last iterate); the code's notes, not Table 1",
+    "heat": "HEAT as Eq. 35 defines it (Gaussian smoothing); no published number",
 }
 SEEDS = {"entropy-sgd": 3, "heat-uniform": 3, "hj-fixed-point": 3, "sgd": 3, "hj": 2, "heat": 2}
-MODELS = ("mnistfc", "lenet")
+MODELS = ("mnistfc", "lenet", "allcnn")
 
 
-def runs(models, optimizers):
-  """(name, model, optimizer, seed): every cell's first seed, then the second, ..."""
-  return [(f"{m}-{o}-seed{s}", m, o, s) for s in range(max(SEEDS.values()))
-          for m in models for o in optimizers if s < SEEDS[o]]
+def runs(models, optimizers, seeds=None):
+  """(name, model, optimizer, seed): every cell's first seed, then the second, ...
+
+  ``seeds`` replaces every cell's number of seeds when given.
+  """
+  count = {o: seeds or SEEDS[o] for o in optimizers}
+  return [(f"{m}-{o}-seed{s}", m, o, s) for s in range(max(count.values()))
+          for m in models for o in optimizers if s < count[o]]
 
 
 def first_reaching(curve, target):
@@ -73,7 +98,8 @@ def tables(records):
       errors = [r["val_error"] for r in done if r["val_error"] is not None]
       paper = PAPER.get((model, optimizer))
       cell = {
-          "model": model, "optimizer": optimizer, "seeds": [r["seed"] for r in done],
+          "model": model, "optimizer": optimizer, "algorithm": ALGORITHM[optimizer],
+          "seeds": [r["seed"] for r in done],
           "per_seed_error": [r["val_error"] for r in done],
           "val_error_mean": round(statistics.mean(errors), 3) if errors else None,
           "val_error_std": round(statistics.stdev(errors), 3) if len(errors) > 1 else None,
@@ -86,34 +112,51 @@ def tables(records):
       cells.append(cell)
       ours = (f"{cell['val_error_mean']:.2f}" if errors else "diverged") + (
           f" ± {cell['val_error_std']:.2f}" if cell["val_error_std"] is not None else "")
-      reach = ", ".join("-" if e is None else f"{e:g}" for e in cell["first_reaching_paper"])
+      reach = ", ".join("-" if e is None else f"{e:.0f}" for e in cell["first_reaching_paper"])
       lines.append(f"| {model} | {optimizer} | {ours} | {len(done)} | "
-                   f"{'%.2f ± %.2f' % paper if paper else 'none'} | {cell['effective_epochs']:g} "
-                   f"| {reach if paper else '-'} | {cell['wall_s_mean']:g} |")
+                   f"{'%.2f ± %.2f' % paper if paper else 'none'} | {cell['effective_epochs']:.0f} "
+                   f"| {reach if paper else '-'} | {cell['wall_s_mean']:.0f} |")
   return cells, "\n".join(lines) + "\n"
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+  argv = sys.argv[1:] if argv is None else argv
+  ours, trial = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (
+      argv, [])
+  parser = argparse.ArgumentParser(
+      description=__doc__.split("\n\n")[0],
+      usage="%(prog)s [options] [-- train.py flags, to try the script]")
   parser.add_argument("--jobs", type=int, default=1, help="runs at once, one core each")
-  parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+  parser.add_argument("--no-pin", dest="pin", action="store_false",
+                      help="do not pin each run to a core (a GPU machine, --jobs 1)")
+  parser.add_argument("--models", nargs="+", default=["mnistfc", "lenet"], choices=MODELS,
+                      help="default: %(default)s; allcnn needs --data-dir")
   parser.add_argument("--optimizers", nargs="+", default=list(SEEDS), choices=list(SEEDS))
+  parser.add_argument("--seeds", type=int, metavar="N",
+                      help="seeds per cell (default: 3 for Table 1's columns, 2 for hj, heat)")
+  parser.add_argument("--data-dir", help="CIFAR-10 for allcnn: a cifar-10-batches-bin "
+                                         "directory, or 'tfds'")
   parser.add_argument("--results", default=str(ROOT / "results"),
                       help="folder of table1_runs.json, table1.json and table1.md")
   parser.add_argument("--runs", default=str(ROOT / "runs" / "table1"),
                       help="folder of the runs' workdirs (default: %(default)s)")
-  parser.add_argument("--effective-epochs", type=float, metavar="E",
-                      help="every run's budget, to try the script (default: the paper's per "
-                           "cell; never with the default --results)")
-  args = parser.parse_args()
-  if args.effective_epochs and pathlib.Path(args.results) == ROOT / "results":
-    parser.error("--effective-epochs is for trying the script: pass another --results")
+  parser.add_argument("--tables", action="store_true",
+                      help="only write table1.json and table1.md again from table1_runs.json")
+  args = parser.parse_args(ours)
+  if trial and pathlib.Path(args.results).resolve() == (ROOT / "results").resolve():
+    parser.error(f"train.py flags {' '.join(trial)} are for trying the script: "
+                 "pass another --results")
+  if "allcnn" in args.models and not args.data_dir:
+    parser.error("--models allcnn needs --data-dir (CIFAR-10: a cifar-10-batches-bin "
+                 "directory, or 'tfds')")
+  if args.seeds is not None and args.seeds < 1:
+    parser.error(f"--seeds {args.seeds}: must be >= 1")
   cores = _jobs.check_jobs(args.jobs)
   folder = pathlib.Path(args.results)
   folder.mkdir(parents=True, exist_ok=True)
   runs_file = folder / "table1_runs.json"
   records = json.loads(runs_file.read_text()) if runs_file.is_file() else {}
-  todo = [r for r in runs(args.models, args.optimizers) if r[0] not in records]
+  todo = [r for r in runs(args.models, args.optimizers, args.seeds) if r[0] not in records]
   meta = {name: (model, optimizer, seed) for name, model, optimizer, seed in todo}
 
   def write(path, text):
@@ -121,6 +164,14 @@ def main() -> None:
     tmp.write_text(text)
     tmp.replace(path)  # whole or not at all
 
+  def write_tables():
+    cells, markdown = tables(records)
+    write(folder / "table1.json", json.dumps({"cells": cells}, indent=1) + "\n")
+    write(folder / "table1.md", markdown)
+
+  if args.tables:
+    write_tables()
+    return
   def on_done(done):
     model, optimizer, seed = meta[done.job.name]
     records[done.job.name] = {
@@ -135,15 +186,21 @@ def main() -> None:
         "machine": machine(), "date": datetime.date.today().isoformat(),
     }
     write(runs_file, json.dumps(records, indent=1) + "\n")
-    cells, markdown = tables(records)
-    write(folder / "table1.json", json.dumps({"cells": cells}, indent=1) + "\n")
-    write(folder / "table1.md", markdown)
+    write_tables()
     print(done.job.name, records[done.job.name]["val_error"], flush=True)
 
-  budget = ["--effective-epochs", str(args.effective_epochs)] if args.effective_epochs else []
-  jobs = [_jobs.Job(name, ["--model", m, "--optimizer", o, "--seed", str(s), "--devices", "1",
-                           *budget], pathlib.Path(args.runs) / name) for name, m, o, s in todo]
-  _jobs.run(jobs, cores, on_done)
+  data_dir = args.data_dir
+  if data_dir and data_dir != "tfds":  # train.py runs from the repository root
+    data_dir = str(pathlib.Path(data_dir).resolve())
+
+  def flags(model, optimizer, seed):
+    data = ["--data-dir", data_dir] if model == "allcnn" else []
+    return ["--model", model, "--optimizer", optimizer, "--seed", str(seed), "--devices", "1",
+            *data, *trial]
+
+  jobs = [_jobs.Job(name, flags(m, o, s), pathlib.Path(args.runs) / name)
+          for name, m, o, s in todo]
+  _jobs.run(jobs, cores, on_done, pin=args.pin)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""Fixtures shared by the tests: tiny synthetic datasets and run configs."""
+"""Fixtures shared by the tests: tiny synthetic datasets and run configs.
+
+The training side (``input_pipeline``, ``training``) is imported inside the
+fixtures that need it, so the library's tests run where only jax, optax and
+numpy are installed (CI's oldest-versions run).
+"""
 
 import gzip
 
 import numpy as np
 import pytest
-
-import input_pipeline
-import training
 
 
 def write_idx(path, array, compress=False):
@@ -34,6 +36,8 @@ def _classes(rng, n, shape, prototypes):
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory):
   """256 training and 64 test 28x28 images of 10 noisy prototypes, as IDX files."""
+  import input_pipeline
+
   directory = tmp_path_factory.mktemp("idx")
   rng = np.random.default_rng(0)
   prototypes = rng.uniform(0, 255, (10, 28, 28))
@@ -53,6 +57,8 @@ def cifar_dir(tmp_path_factory):
   saw by 1 / sqrt(1e-5); new test images (if only through uint8 rounding)
   would have components there and blow up.
   """
+  import input_pipeline
+
   directory = tmp_path_factory.mktemp("cifar")
   rng = np.random.default_rng(1)
   prototypes = rng.uniform(0, 255, (10, 3 * 32 * 32))
@@ -85,6 +91,8 @@ FAST = {"sgd": {}, "entropy-sgd": {"inner_steps": 2}, "hj": {"inner_steps": 2},
 @pytest.fixture(scope="session")
 def tiny(mnist_dir):
   """``tiny(**flags)``: the config of a seconds-long run on ``mnist_dir``."""
+  import training
+
   return lambda **flags: training.build_config(**{**TINY, "data_dir": mnist_dir, **flags})
 
 

@@ -14,7 +14,40 @@ def test_ci_runs_exactly_the_readme_test_command():
       line for line in (ROOT / ".ci" / "run").read_text().splitlines()
       if line and not line.startswith(("#", "set ", "cd "))
   ]
-  assert ci_lines == [commands[1]]
+  assert ci_lines == commands[1].splitlines()
+
+
+# What the library's tests may import: CI runs them where only jax, optax,
+# numpy (and scipy, which jax brings) are installed, at their oldest versions.
+LIBRARY_IMPORTS = {"entropix", "jax", "numpy", "optax", "pytest", "scipy", "test_optax_common"}
+
+
+def _imports(path):
+  import ast
+
+  names = set()
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.Import):
+      names |= {a.name.split(".")[0] for a in node.names}
+    elif isinstance(node, ast.ImportFrom) and node.level == 0:
+      names.add(node.module.split(".")[0])
+  return names
+
+
+def test_the_oldest_versions_run_covers_every_library_test_and_nothing_else():
+  import sys
+
+  listed = (ROOT / ".ci" / "library_tests").read_text().split()
+  allowed = LIBRARY_IMPORTS | set(sys.stdlib_module_names)
+  for name in listed:
+    files = [ROOT / name] if name.endswith(".py") else (ROOT / name).glob("*.py")
+    for path in files:
+      extra = _imports(path) - allowed
+      assert not extra, f"{path.relative_to(ROOT)} is in .ci/library_tests but imports {extra}"
+  for path in (ROOT / "tests").glob("test_*.py"):
+    names = _imports(path)
+    if "entropix" in names and names <= allowed:
+      assert str(path.relative_to(ROOT)) in listed, f"add {path.name} to .ci/library_tests"
 
 
 def test_the_distribution_installs_the_library_alone():

@@ -1,0 +1,77 @@
+"""Tests of benchmarks/figures.py: Figure 1's claims, Figure 4's seed bands, the PNGs."""
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def figures():
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  spec = importlib.util.spec_from_file_location("figures", ROOT / "benchmarks" / "figures.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_figure1_shows_what_its_caption_says(figures):
+  x = np.linspace(-5.0, 5.0, 2001)
+  u = figures.smoothings(x)
+  minima = {k: figures.local_minima(v) for k, v in u.items()}
+  assert [len(minima[k]) for k in ("f", "viscous", "hopf_lax", "heat")] == [11, 1, 5, 1]
+  assert np.all(np.diff(u["viscous"], 2) > 0)  # convex on the plot
+  # Hopf-Lax keeps f's global minimum, its value and its place, and lies below f.
+  assert abs(x[np.argmin(u["hopf_lax"])] - x[np.argmin(u["f"])]) < 0.02
+  assert u["hopf_lax"].min() == pytest.approx(u["f"].min(), abs=1e-3)
+  assert np.all(u["hopf_lax"] <= u["f"] + 1e-9)
+  assert u["viscous"].min() > u["f"].min() + 0.1 and u["heat"].min() > u["f"].min() + 0.1
+
+
+def test_local_minima_are_the_strict_interior_ones(figures):
+  assert figures.local_minima(np.array([3.0, 1.0, 2.0, 2.0, 0.0, 5.0, 4.0])).tolist() == [1, 4]
+
+
+def test_the_band_spans_the_seeds_and_skips_missing_points(figures):
+  def curve(values):
+    return [{"effective_epochs": 5.0 * i, "train_loss": v} for i, v in enumerate(values)]
+
+  epochs, mean, low, high = figures.mean_band(
+      [curve([None, 4.0, 2.0, 1.0]), curve([None, 2.0, 4.0]), curve([None, 3.0, 3.0, 0.5])],
+      "train_loss")
+  np.testing.assert_array_equal(epochs, [5.0, 10.0])  # cut to the shortest seed
+  np.testing.assert_allclose(mean, [3.0, 3.0])
+  np.testing.assert_array_equal(low, [2.0, 2.0])
+  np.testing.assert_array_equal(high, [4.0, 4.0])
+
+
+def test_main_draws_both_figures_from_the_records(figures, tmp_path):
+  rng = np.random.default_rng(0)
+  records = {}
+  for model in ("mnistfc", "lenet"):
+    for optimizer in ("entropy-sgd", "sgd", "heat"):
+      for seed in range(2):
+        curve = [{"effective_epochs": 5.0 * i, "val_error": 1 + rng.uniform() / (i + 1),
+                  "train_loss": None if i == 0 else 0.1 / i} for i in range(10)]
+        records[f"{model}-{optimizer}-{seed}"] = {
+            "model": model, "optimizer": optimizer, "seed": seed, "curve": curve,
+            "effective_epochs": 45.0}
+  runs = tmp_path / "runs.json"
+  runs.write_text(json.dumps(records))
+  figures.main(["--runs", str(runs), "--out", str(tmp_path / "out")])
+  import matplotlib.image
+  for name in ("figure1.png", "figure4.png"):
+    image = matplotlib.image.imread(tmp_path / "out" / name)
+    assert image.ndim == 3 and min(image.shape[:2]) > 400, name
+
+
+def test_main_names_a_missing_runs_file(figures, tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    figures.main(["--runs", str(tmp_path / "nope.json"), "--out", str(tmp_path)])
+  assert "nope.json: no such file" in capsys.readouterr().err
