@@ -6,8 +6,9 @@
   ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
   ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``; ``"mnist"`` names
   the copy bundled in ``data/mnist``;
-* a ``cifar-10-batches-bin`` directory (CIFAR-10's binary files), or
-  ``"tfds"``: CIFAR-10 through tensorflow-datasets.
+* a ``cifar-10-batches-bin`` directory (CIFAR-10's binary files);
+* ``"tfds:mnist"`` or ``"tfds:cifar10"`` (``"tfds"`` for short): the dataset
+  through tensorflow-datasets' ``data_source`` (:func:`load_tfds`).
 
 It returns the images as stored (uint8 for IDX) and the :class:`Scaling` that
 feeds them to a network; CIFAR-10 comes globally contrast normalised and ZCA
@@ -228,22 +229,47 @@ def load_cifar10(directory: str | pathlib.Path) -> Dataset:
   return Dataset(**splits)
 
 
-def load_cifar10_tfds(data_dir: str | pathlib.Path | None = None) -> Dataset:
-  """CIFAR-10 through tensorflow-datasets (``pip install -e ".[tfds]"``).
+# The tensorflow-datasets names load() reads ("tfds:NAME"), and their image shapes.
+TFDS_DATASETS = {"mnist": (28, 28), "cifar10": (32, 32, 3)}
 
-  tfds downloads the dataset into ``data_dir`` (default ``~/tensorflow_datasets``)
-  the first time and verifies it; raw uint8 images, as :func:`load_cifar10`.
+
+def load_tfds(name: str, data_dir: str | pathlib.Path | None = None) -> Dataset:
+  """MNIST or CIFAR-10 through tensorflow-datasets' ``data_source`` (array_record).
+
+  Reading needs tensorflow-datasets and array-record, not TensorFlow. The
+  dataset must have been prepared once in ``data_dir`` (default: tfds's own,
+  ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``), which needs TensorFlow
+  (``pip install -e ".[tfds]"``)::
+
+    python -c "import tensorflow_datasets as tfds; tfds.builder('mnist').download_and_prepare(file_format='array_record')"
+
+  Images come raw (uint8; MNIST as 28x28 like the IDX files) and labels int32.
   """
+  if name not in TFDS_DATASETS:
+    raise DataError(f"tfds:{name}: choose one of {['tfds:' + n for n in TFDS_DATASETS]}")
   try:
     import tensorflow_datasets as tfds
   except ImportError:
     raise DataError(
-        "CIFAR-10 through tensorflow-datasets: it is not installed (pip install -e '.[tfds]'); "
-        "or pass a cifar-10-batches-bin directory"
+        f"tfds:{name} reads through tensorflow-datasets, which is not installed "
+        "(pip install -e '.[tfds]'); or pass a directory of the dataset's files"
     ) from None
-  train, test = tfds.as_numpy(tfds.load(
-      "cifar10", split=["train", "test"], batch_size=-1, as_supervised=True, data_dir=data_dir))
-  return Dataset(train[0], train[1].astype(np.int32), test[0], test[1].astype(np.int32))
+  splits = {}
+  for split in ("train", "test"):
+    try:
+      source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except Exception as error:  # tfds raises several types for a missing dataset
+      raise DataError(
+          f"tfds:{name}: no prepared array_record copy in {data_dir or 'tfds default data_dir'} "
+          f"({type(error).__name__}: {' '.join(str(error).split())[:200]}). Prepare it once, with TensorFlow "
+          "installed (pip install -e '.[tfds]'): python -c \"import tensorflow_datasets as "
+          f"tfds; tfds.builder('{name}').download_and_prepare(file_format='array_record')\""
+      ) from None
+    records = [source[i] for i in range(len(source))]
+    images = np.stack([np.asarray(r["image"], np.uint8) for r in records])
+    splits[f"{split}_images"] = images.reshape(len(records), *TFDS_DATASETS[name])
+    splits[f"{split}_labels"] = np.array([r["label"] for r in records], np.int32)
+  return Dataset(**splits)
 
 
 def global_contrast_normalize(
@@ -312,8 +338,8 @@ def whiten_cifar10(dataset: Dataset, cache_dir: str | pathlib.Path | None = None
   return dataclasses.replace(dataset, train_images=whiten(train), test_images=whiten(test))
 
 
-# Dataset names load() accepts besides directories.
-NAMES = ("mnist", "tfds")
+# Dataset names load() accepts besides directories ("tfds" is "tfds:cifar10").
+NAMES = ("mnist", "tfds", *(f"tfds:{name}" for name in TFDS_DATASETS))
 
 
 def load(source: str | pathlib.Path, input_scaling: str = "raw",
@@ -321,9 +347,10 @@ def load(source: str | pathlib.Path, input_scaling: str = "raw",
   """The dataset of ``source`` and the scaling that feeds it to a network.
 
   Args:
-    source: ``"mnist"`` (the bundled copy), ``"tfds"`` (CIFAR-10 through
-      tensorflow-datasets), a directory of IDX files, or a directory holding
-      CIFAR-10's ``data_batch_1.bin``.
+    source: ``"mnist"`` (the bundled copy), ``"tfds:mnist"`` or
+      ``"tfds:cifar10"`` (through tensorflow-datasets, :func:`load_tfds`;
+      ``"tfds"`` is ``"tfds:cifar10"``), a directory of IDX files, or a
+      directory holding CIFAR-10's ``data_batch_1.bin``.
     input_scaling: for IDX images, a key of :data:`SCALINGS`. CIFAR-10 is
       GCN + ZCA whitened and takes ``"raw"`` only.
     validation_split: if > 0, the last this many training examples become
@@ -338,11 +365,17 @@ def load(source: str | pathlib.Path, input_scaling: str = "raw",
   split = (lambda d: d.hold_out(validation_split)) if validation_split else (lambda d: d)
   if str(source) == "mnist":
     return split(load_idx_dataset(BUNDLED_MNIST)), SCALINGS[input_scaling]
-  tfds = str(source) == "tfds"
-  if not (tfds or (pathlib.Path(source) / CIFAR_TRAIN_FILES[0]).is_file()):
+  source = "tfds:cifar10" if str(source) == "tfds" else source
+  if str(source).startswith("tfds:"):
+    name = str(source)[len("tfds:"):]
+    dataset = load_tfds(name)
+    if name == "mnist":
+      return split(dataset), SCALINGS[input_scaling]
+  elif not (pathlib.Path(source) / CIFAR_TRAIN_FILES[0]).is_file():
     return split(load_idx_dataset(source)), SCALINGS[input_scaling]
+  else:
+    dataset = load_cifar10(source)
   if input_scaling != "raw":
-    raise DataError(f"input scaling {input_scaling!r} applies to IDX (MNIST) images; "
+    raise DataError(f"input scaling {input_scaling!r} applies to MNIST images; "
                     "CIFAR-10 is GCN + ZCA whitened")
-  dataset = load_cifar10_tfds() if tfds else load_cifar10(source)
   return whiten_cifar10(split(dataset)), SCALINGS["raw"]

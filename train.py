@@ -137,8 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
   add("--seed", type=int, default=0, help="seed of the initialisation, data order, dropout "
       "and noise (default: %(default)s)")
   add("--data-dir", metavar="DIR",
-      help="mnistfc, lenet: a directory of the four IDX files (default: the bundled MNIST); "
-           "allcnn: a cifar-10-batches-bin directory, or 'tfds' (default: none, required)")
+      help="mnistfc, lenet: a directory of the four IDX files or 'tfds:mnist' (default: the "
+           "bundled MNIST); allcnn: a cifar-10-batches-bin directory or 'tfds:cifar10' "
+           "('tfds' for short; default: none, required). tfds:NAME reads a copy prepared "
+           "once in tensorflow-datasets' data dir")
   add("--workdir", metavar="DIR",
       help="receives config.json, metrics.jsonl and checkpoints/ "
            "(default: runs/MODEL-OPTIMIZER-seedSEED-TIMESTAMP-PID)")

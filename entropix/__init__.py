@@ -11,6 +11,7 @@ from entropix import pde
 from entropix._alias import entropy_sgd, heat, hj, hj_fixed_point
 from entropix._fixed_point import HopfLaxFixedPointState, hopf_lax_fixed_point
 from entropix._local_entropy import LocalEntropyState, local_entropy
+from entropix._minibatches import minibatch_grad_fn
 from entropix._schedules import scoping
 from entropix._smoothing import GaussianSmoothingState, gaussian_smoothing
 
@@ -27,6 +28,7 @@ __all__ = [
     "hj_fixed_point",
     "hopf_lax_fixed_point",
     "local_entropy",
+    "minibatch_grad_fn",
     "pde",
     "scoping",
 ]

@@ -13,7 +13,7 @@ from entropix._smoothing import gaussian_smoothing
 def _outer_sgd(
     learning_rate: optax.ScalarOrSchedule, momentum: float
 ) -> optax.GradientTransformation:
-  _base.check("learning_rate", learning_rate, lambda v: v > 0, "> 0")
+  _base.check("learning_rate", learning_rate, lambda v: v > 0, "> 0", schedule=True)
   _base.check("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
   return optax.sgd(learning_rate, momentum=momentum, nesterov=True)
 

@@ -26,8 +26,19 @@ def concrete(value: Any) -> float | None:
     return None
 
 
-def check(name: str, value: Any, ok: Callable[[float], bool], must: str) -> None:
-  """Raises ValueError naming ``name`` when a concrete ``value`` fails ``ok``."""
+def check(name: str, value: Any, ok: Callable[[float], bool], must: str,
+          schedule: bool = False) -> None:
+  """Raises ValueError naming ``name`` when a concrete ``value`` fails ``ok``.
+
+  A callable is a schedule: refused (TypeError) unless ``schedule``, else
+  its first value is checked.
+  """
+  if callable(value) and not schedule:
+    raise TypeError(
+        f"{name} takes a number, not a schedule (got {value!r}). To change {name} "
+        "during training, wrap the factory in optax.inject_hyperparams, which "
+        f"evaluates a schedule for any numeric argument: "
+        f"optax.inject_hyperparams(factory)(..., {name}=schedule)")
   if callable(value):  # a schedule: check its first value
     value = value(0)
   v = concrete(value)
@@ -83,7 +94,15 @@ def as_raw_key(key: Any) -> jax.Array:
   return jax.random.PRNGKey(key)
 
 
-def require_grad_fn(grad_fn: Any, transform: str) -> GradFn:
+def require_grad_fn(grad_fn: Any, transform: str, params: Any, indices: int) -> GradFn:
+  """``grad_fn``, checked: callable, enough minibatches, and (when traced) a
+  result shaped like ``params``.
+
+  ``indices`` is the number of minibatch indices the transform passes
+  (``i = 0 .. indices - 1`` at most); a ``grad_fn`` that declares how many it
+  has (``minibatches``, as :func:`entropix.minibatch_grad_fn` does) must have
+  that many. The result's check runs at trace time and costs nothing at run time.
+  """
   if grad_fn is None:
     raise TypeError(
         f"{transform} evaluates gradients at other points and needs them "
@@ -95,7 +114,48 @@ def require_grad_fn(grad_fn: Any, transform: str) -> GradFn:
     )
   if not callable(grad_fn):
     raise TypeError(f"grad_fn must be callable (params, i) -> grads, got {grad_fn!r}")
-  return grad_fn
+  have = getattr(grad_fn, "minibatches", None)
+  if have is not None and have < indices:
+    raise ValueError(
+        f"{transform} calls grad_fn(params, i) for i up to {indices - 1}, but grad_fn "
+        f"holds {have} minibatches: give it at least {indices} (JAX would clamp i and "
+        "reuse the last one without a word)")
+  want = jax.tree.structure(params)
+
+  def checked(p, i):
+    grads = grad_fn(p, i)
+    problem = _tree_difference(params, grads)
+    if problem:
+      hint = (" If grad_fn returns (loss, grads), as jax.value_and_grad does, return grads "
+              "alone." if isinstance(grads, tuple) and not isinstance(params, tuple) else "")
+      raise TypeError(
+          f"{transform}: grad_fn(params, i) must return the gradient, a pytree of "
+          f"arrays with the structure and shapes of params ({want}); it returned "
+          f"{type(grads).__name__}: {problem}.{hint} Under nnx.Optimizer, params is the "
+          "nnx.State of plain arrays: return jax.grad of a function of that State, "
+          "not nnx.Param variables.")
+    return grads
+
+  return checked
+
+
+def _tree_difference(params: Any, grads: Any) -> str:
+  """Where ``grads`` first differs from ``params`` in structure or shapes; '' if nowhere."""
+  flat_p, tree_p = jax.tree_util.tree_flatten_with_path(params)
+  flat_g, tree_g = jax.tree_util.tree_flatten_with_path(grads)
+  keystr = jax.tree_util.keystr
+  for (path_p, leaf_p), (path_g, leaf_g) in zip(flat_p, flat_g):
+    if path_p != path_g:
+      return f"params have a leaf at {keystr(path_p) or 'the root'}, the result at " \
+             f"{keystr(path_g) or 'the root'} ({type(leaf_g).__name__})"
+    if jnp.shape(leaf_p) != jnp.shape(leaf_g):
+      return f"at {keystr(path_p)} params have shape {jnp.shape(leaf_p)}, the result " \
+             f"{jnp.shape(leaf_g)}"
+  if len(flat_p) != len(flat_g):
+    return f"params have {len(flat_p)} leaves, the result {len(flat_g)}"
+  if tree_p != tree_g:
+    return f"its structure is {tree_g}"
+  return ""
 
 
 def require_params(params: Any, transform: str) -> None:

@@ -100,7 +100,7 @@ def hopf_lax_fixed_point(
     keyword argument ``grad_fn``. With ``optax.inject_hyperparams`` pass
     ``static_args=("inner_steps",)``.
   """
-  _base.check("gamma", gamma, lambda v: v > 0, "> 0 (the coupling strength)")
+  _base.check("gamma", gamma, lambda v: v > 0, "> 0 (the coupling strength)", schedule=True)
   steps = _base.check_int("inner_steps", inner_steps, 1)
   _base.check("damping", damping, lambda v: 0 <= v < 1, "in [0, 1)")
   _base.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
@@ -121,7 +121,7 @@ def hopf_lax_fixed_point(
   ) -> tuple[optax.Updates, HopfLaxFixedPointState]:
     del extra_args
     _base.require_params(params, "hopf_lax_fixed_point")
-    grad_fn = _base.require_grad_fn(grad_fn, "hopf_lax_fixed_point")
+    grad_fn = _base.require_grad_fn(grad_fn, "hopf_lax_fixed_point", params, steps + 1)
     coupling = _base.at_count(gamma, state.count)
     x = _base.at_least_float32(params)
 

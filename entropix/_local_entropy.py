@@ -86,7 +86,14 @@ def local_entropy(
   minibatch ``i`` for ``i = 1 .. inner_steps - 1`` (``i`` is a traced int32
   scalar). One update costs exactly ``inner_steps`` gradient evaluations, the
   caller's included. The loop is a ``lax.scan``: compile time does not grow
-  with ``inner_steps``.
+  with ``inner_steps``. ``params`` in ``grad_fn(params, i)`` is the point, in
+  the form the optimizer holds the parameters: the ``params`` given to
+  ``update`` under ``optax.chain`` and ``optax.inject_hyperparams``, the
+  ``nnx.State`` of the parameters (plain arrays, not the model) under
+  ``nnx.Optimizer``. It must return the gradient alone, shaped like
+  ``params`` (a ``TypeError`` names what differs);
+  :func:`entropix.minibatch_grad_fn` builds it from a loss and a stack of
+  minibatches.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, entropix
@@ -150,7 +157,7 @@ def local_entropy(
     Chaudhari et al., `Deep Relaxation: partial differential equations for
     optimizing deep neural networks <https://arxiv.org/abs/1704.04932>`_, 2018.
   """
-  _base.check("gamma", gamma, lambda v: v > 0, "> 0 (the coupling strength)")
+  _base.check("gamma", gamma, lambda v: v > 0, "> 0 (the coupling strength)", schedule=True)
   steps = _base.check_int("inner_steps", inner_steps, 1)
   _base.check("inner_lr", inner_lr, lambda v: v > 0, "> 0")
   _base.check("noise", noise, lambda v: v >= 0, ">= 0")
@@ -191,7 +198,7 @@ def local_entropy(
   ) -> tuple[optax.Updates, LocalEntropyState]:
     del extra_args
     _base.require_params(params, "local_entropy")
-    grad_fn = _base.require_grad_fn(grad_fn, "local_entropy")
+    grad_fn = _base.require_grad_fn(grad_fn, "local_entropy", params, steps)
     coupling = _base.at_count(gamma, state.count)
     next_key, step_key = jax.random.split(state.rng_key)
     noise_scale = jnp.sqrt(2.0 * inner_lr) * noise

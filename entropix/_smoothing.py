@@ -86,7 +86,7 @@ def gaussian_smoothing(
     keyword argument ``grad_fn``. With ``optax.inject_hyperparams`` pass
     ``static_args=("samples",)``.
   """
-  _base.check("sigma", sigma, lambda v: v >= 0, ">= 0")
+  _base.check("sigma", sigma, lambda v: v >= 0, ">= 0", schedule=True)
   count = _base.check_int("samples", samples, 1)
   _noise.check_sampler(sampler)
   unroll = _base.check_unroll(unroll)
@@ -108,7 +108,7 @@ def gaussian_smoothing(
   ) -> tuple[optax.Updates, GaussianSmoothingState]:
     del updates, extra_args
     _base.require_params(params, "gaussian_smoothing")
-    grad_fn = _base.require_grad_fn(grad_fn, "gaussian_smoothing")
+    grad_fn = _base.require_grad_fn(grad_fn, "gaussian_smoothing", params, count)
     scale = _base.at_count(sigma, state.count)
     next_key, step_key = jax.random.split(state.rng_key)
 

@@ -141,22 +141,36 @@ def test_gcn_then_zca_whitens_the_training_set(tmp_path):
   assert len(list(tmp_path.glob("zca-*.npz"))) == 2 and other.matrix.shape == zca.matrix.shape
 
 
-def test_tfds_path_converts_and_names_the_missing_package(monkeypatch):
+def test_tfds_names_the_missing_package(monkeypatch):
   import sys
-  import types
 
   monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails
-  with pytest.raises(ip.DataError, match="tensorflow-datasets"):
-    ip.load_cifar10_tfds()
-  images = np.zeros((4, 32, 32, 3), np.uint8)
-  labels = np.arange(4, dtype=np.int64)
-  fake = types.SimpleNamespace(
-      load=lambda name, split, batch_size, as_supervised, data_dir: [(images, labels)] * 2,
-      as_numpy=lambda tree: tree,
-  )
-  monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
-  dataset = ip.load_cifar10_tfds()
-  assert dataset.train_images.shape == (4, 32, 32, 3) and dataset.test_labels.dtype == np.int32
+  with pytest.raises(ip.DataError, match="tensorflow-datasets, which is not installed"):
+    ip.load("tfds:mnist")
+
+
+def test_tfds_mnist_and_cifar10_read_through_data_source():
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=24):
+    mnist, scaling = ip.load("tfds:mnist", "centered")
+    cifar, _ = ip.load("tfds:cifar10")
+    short, _ = ip.load("tfds")
+    raw = ip.load_tfds("cifar10")
+  assert mnist.train_images.shape == (24, 28, 28) and mnist.train_images.dtype == np.uint8
+  assert mnist.test_labels.shape == (24,) and mnist.test_labels.dtype == np.int32
+  assert scaling == ip.SCALINGS["centered"]
+  assert raw.train_images.shape == (24, 32, 32, 3) and raw.train_images.dtype == np.uint8
+  np.testing.assert_array_equal(cifar.train_images, ip.whiten_cifar10(raw).train_images)
+  np.testing.assert_array_equal(short.test_images, cifar.test_images)
+
+
+def test_tfds_names_an_unprepared_dataset_and_an_unknown_name(tmp_path):
+  pytest.importorskip("tensorflow_datasets")
+  with pytest.raises(ip.DataError, match=r"tfds:mnist: no prepared array_record copy in .*"
+                                         r"download_and_prepare\(file_format='array_record'\)"):
+    ip.load_tfds("mnist", data_dir=tmp_path)
+  with pytest.raises(ip.DataError, match=r"tfds:imagenet: choose one of \['tfds:mnist'"):
+    ip.load("tfds:imagenet")
 
 
 def test_load_chooses_the_dataset_by_name_or_directory(mnist_dir, cifar_dir):
@@ -170,7 +184,7 @@ def test_load_chooses_the_dataset_by_name_or_directory(mnist_dir, cifar_dir):
   raw = ip.load_cifar10(cifar_dir)
   np.testing.assert_array_equal(cifar.train_images, ip.whiten_cifar10(raw).train_images)
   np.testing.assert_array_equal(cifar.test_labels, raw.test_labels)
-  with pytest.raises(ip.DataError, match="'centered' applies to IDX"):
+  with pytest.raises(ip.DataError, match="'centered' applies to MNIST images"):
     ip.load(cifar_dir, "centered")
   with pytest.raises(ip.DataError, match="input scaling 'unit'"):
     ip.load(mnist_dir, "unit")

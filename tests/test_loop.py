@@ -47,6 +47,16 @@ def test_allcnn_trains_on_cifar_shaped_data(optimizer, tiny, fast, cifar_dir, tm
   assert np.isfinite(last["val_loss"]) and np.isfinite(last["train_loss"])
 
 
+def test_trains_on_mnist_read_through_tensorflow_datasets(tiny, tmp_path):
+  # The real tensorflow-datasets package, its data mocked: --data-dir tfds:mnist.
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=64):
+    result = training.train_and_evaluate(
+        tiny(optimizer="sgd", data_dir="tfds:mnist", effective_epochs=0.5), tmp_path)
+  assert result.summary["evaluated_on"] == "test" and result.history[-1]["step"] == 2
+  assert np.isfinite(result.history[-1]["val_loss"])
+
+
 def test_validation_split_evaluates_on_held_out_training_images(tiny, tmp_path):
   result = training.train_and_evaluate(
       tiny(optimizer="sgd", validation_split=56, effective_epochs=0.5), tmp_path)

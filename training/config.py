@@ -349,7 +349,7 @@ def build_config(**flags: Any) -> Config:
   data_dir = given.get("data_dir", settings.DEFAULT_DATA[model])
   if data_dir is None:
     raise ConfigError(f"--model {model} needs CIFAR-10: pass --data-dir DIR (a "
-                      "cifar-10-batches-bin directory) or --data-dir tfds (needs "
+                      "cifar-10-batches-bin directory) or --data-dir tfds:cifar10 (needs "
                       "tensorflow-datasets)")
   available = jax.local_devices()
   devices = value["devices"] or len(available)

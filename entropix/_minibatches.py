@@ -1,0 +1,84 @@
+"""``grad_fn`` for the usual case: a stack of minibatches and a loss."""
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from entropix import _base
+
+
+def minibatch_grad_fn(
+    loss_fn: Callable[..., jax.Array], batches: Any, *, key: jax.Array | int | None = None
+) -> _base.GradFn:
+  r"""The ``grad_fn`` of one update, from its minibatches and the loss.
+
+  .. math::
+    \mathtt{grad\_fn}(\theta, i) = \nabla_\theta\,
+      \ell(\theta, b_i\,[, k_i]) , \qquad k_i = \mathrm{fold\_in}(k, i) ,
+
+  where :math:`b_i` is minibatch ``i`` of ``batches`` (every leaf indexed on
+  its leading axis) and :math:`k_i` a key of its own for each ``i``, so
+  dropout draws a fresh mask at every inner step. Pass a new ``key`` per
+  update (``jax.random.fold_in(key, step)``). Local entropy calls it for
+  ``i = 1 .. L - 1`` (index 0 is the gradient you pass as ``updates``), the
+  fixed point for ``i = 1 .. L``, HEAT for ``i = 0 .. samples - 1``; the
+  returned function says how many minibatches it holds, and a transform
+  that would index past them refuses with an error instead of JAX's silent
+  clamp to the last one.
+
+  ``params`` is whatever the optimizer passes: the params pytree under optax,
+  the ``nnx.State`` of the parameters under ``nnx.Optimizer`` (merge it with
+  the graph def inside ``loss_fn``: ``nnx.merge(graphdef, params)``).
+  Only the gradient comes back: state a loss updates on the side (BatchNorm's
+  running statistics) is not kept from the inner steps; re-estimate it
+  before evaluating, as ``train.py`` does.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, entropix
+    >>> xs = jnp.linspace(-1, 1, 80).reshape(4, 20)      # 4 minibatches of 20
+    >>> batches = {"x": xs, "y": 3.0 * xs}
+    >>> loss = lambda w, b: jnp.mean((w * b["x"] - b["y"]) ** 2)
+    >>> grad_fn = entropix.minibatch_grad_fn(loss, batches)
+    >>> opt = entropix.entropy_sgd(1.0, gamma=1.0, inner_steps=4, noise=0.0)
+    >>> w = jnp.array(0.0)
+    >>> state = opt.init(w)
+    >>> for _ in range(100):
+    ...   updates, state = opt.update(grad_fn(w, 0), state, w, grad_fn=grad_fn)
+    ...   w = optax.apply_updates(w, updates)
+    >>> print(f"{float(w):.3f}")
+    3.000
+
+  Args:
+    loss_fn: ``loss_fn(params, batch)``, or ``loss_fn(params, batch, key)``
+      when ``key`` is given; returns a scalar.
+    batches: a pytree whose leaves share their leading axis, the minibatch
+      index.
+    key: a PRNG key or int seed; ``None`` (default) calls ``loss_fn`` without one.
+
+  Returns:
+    ``grad_fn(params, i)``, with the attribute ``minibatches`` (the leading
+    axis' length).
+  """
+  if not callable(loss_fn):
+    raise TypeError(f"loss_fn must be callable (params, batch[, key]) -> loss, got {loss_fn!r}")
+  leaves = jax.tree.leaves(batches)
+  if not leaves:
+    raise ValueError(f"batches must hold arrays with a leading minibatch axis, got {batches!r}")
+  shapes = [np.shape(leaf) for leaf in leaves]
+  if any(len(s) == 0 or s[0] != shapes[0][0] for s in shapes):
+    raise ValueError(f"every leaf of batches needs the same leading (minibatch) axis, got "
+                     f"shapes {shapes}")
+  if key is not None:
+    _base.check_key(key)
+    key = _base.as_raw_key(key)
+
+  def grad_fn(params, i):
+    batch = jax.tree.map(lambda b: b[i], batches)
+    if key is None:
+      return jax.grad(loss_fn)(params, batch)
+    return jax.grad(loss_fn)(params, batch, jax.random.fold_in(key, i))
+
+  grad_fn.minibatches = shapes[0][0]
+  return grad_fn
