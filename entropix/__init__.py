@@ -9,6 +9,7 @@ Table 1) and heat-equation smoothing (HEAT), each an optax
 
 from entropix import pde
 from entropix._alias import entropy_sgd, heat, hj, hj_fixed_point
+from entropix._elastic import ElasticState, elastic, elastic_sgd, parle
 from entropix._fixed_point import HopfLaxFixedPointState, hopf_lax_fixed_point
 from entropix._local_entropy import LocalEntropyState, local_entropy
 from entropix._minibatches import minibatch_grad_fn
@@ -18,9 +19,12 @@ from entropix._smoothing import GaussianSmoothingState, gaussian_smoothing
 __version__ = "0.1.0"
 
 __all__ = [
+    "ElasticState",
     "GaussianSmoothingState",
     "HopfLaxFixedPointState",
     "LocalEntropyState",
+    "elastic",
+    "elastic_sgd",
     "entropy_sgd",
     "gaussian_smoothing",
     "heat",
@@ -29,6 +33,7 @@ __all__ = [
     "hopf_lax_fixed_point",
     "local_entropy",
     "minibatch_grad_fn",
+    "parle",
     "pde",
     "scoping",
 ]

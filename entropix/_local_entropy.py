@@ -46,6 +46,7 @@ def local_entropy(
     axis_name: str | None = None,
     sampler: _noise.Sampler = "binomial",
     unroll: int | bool = False,
+    noise_axis: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Replaces the gradient at ``x`` by the gradient of the local entropy.
 
@@ -147,6 +148,9 @@ def local_entropy(
       ``optax.inject_hyperparams`` leaves it static) keeps compile time
       independent of the loop length; unrolling helps where XLA runs a loop body slower than
       straight-line code, e.g. convolutions on CPU (jax-ml/jax#12868).
+    noise_axis: if set, the index along this mapped axis is folded into the
+      noise key, so that each member of it (Parle's replicas) draws its own
+      noise; ``None``: the same noise wherever the key is the same.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes the
@@ -173,6 +177,8 @@ def local_entropy(
   _noise.check_sampler(sampler)
   unroll = _base.check_unroll(unroll)
   _base.check_key(key)
+  if noise_axis is not None and not isinstance(noise_axis, str):
+    raise ValueError(f"noise_axis must be an axis name (str) or None, got {noise_axis!r}")
   # Terms that are concretely zero are left out of the compiled loop.
   use_noise = _base.concrete(noise) != 0.0
   uniform = average == "uniform"
@@ -201,6 +207,8 @@ def local_entropy(
     grad_fn = _base.require_grad_fn(grad_fn, "local_entropy", params, steps)
     coupling = _base.at_count(gamma, state.count)
     next_key, step_key = jax.random.split(state.rng_key)
+    if noise_axis is not None:  # independent noise along that axis (replicas)
+      step_key = jax.random.fold_in(step_key, lax.axis_index(noise_axis))
     noise_scale = jnp.sqrt(2.0 * inner_lr) * noise
     x = _base.at_least_float32(params)
 

@@ -1,0 +1,226 @@
+"""Elastic coupling of replicas across a mapped axis (paper Sec. 4.3; Parle)."""
+
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from entropix import _base
+
+Center = Literal["params", "targets"]
+CENTERS = ("params", "targets")
+
+
+class ElasticState(NamedTuple):
+  """State of :func:`elastic`: the update count (for a schedule of ``rho``)."""
+
+  count: jax.Array
+
+
+def elastic(
+    rho: optax.ScalarOrSchedule, *, axis_name: str, center: Center = "params"
+) -> optax.GradientTransformation:
+  r"""Pulls each replica towards the mean of the replicas.
+
+  Replica :math:`a` of :math:`n` (one per index of the mapped axis
+  ``axis_name``) adds the elastic force to its update:
+
+  .. math::
+    u_a \leftarrow u_a + \rho\,(x_a - c), \qquad
+    c = \frac1n \sum_b x_b \ \ (\texttt{center="params"}) \quad\text{or}\quad
+    c = \frac1n \sum_b (x_b - u_b) \ \ (\texttt{center="targets"}).
+
+  With ``"params"`` and :math:`u_a = \nabla f(x_a)` this is Elastic-SGD, the
+  gradient of the paper's Eq. 20 with :math:`\rho = 1/\gamma`; Sec. 4.3 shows
+  that its replicas' average plays the part of local entropy's time average.
+  With ``"targets"`` after :func:`entropix.local_entropy`, whose update is
+  :math:`u_b = x_b - \langle y \rangle_b`, the centre is the mean of the
+  replicas' :math:`\langle y\rangle_b`: Parle's coupling. ``rho = 0`` leaves
+  the updates unchanged. The mean is one ``lax.pmean`` over ``axis_name``
+  per update, so call ``update`` inside ``jax.pmap``, ``shard_map`` or
+  ``vmap`` with that axis name.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, entropix
+    >>> opt = optax.chain(entropix.elastic(1.0, axis_name="r"), optax.sgd(0.1))
+    >>> xs = jnp.array([0.0, 4.0])                     # two replicas
+    >>> state = jax.vmap(opt.init)(xs)
+    >>> step = lambda g, s, x: opt.update(g, s, x)
+    >>> updates, _ = jax.vmap(step, axis_name="r")(jnp.zeros(2), state, xs)
+    >>> print(updates)                                 # -0.1 * (x_a - 2)
+    [ 0.2 -0.2]
+
+  Args:
+    rho: coupling strength :math:`\rho \ge 0`, a float or a schedule (a
+      ceiling as Parle's: ``entropix.scoping(rho0, rate, end_value=rho_max)``).
+    axis_name: the mapped axis of the replicas.
+    center: ``"params"`` (Elastic-SGD) or ``"targets"`` (Parle, after
+      ``local_entropy``).
+
+  Returns:
+    An ``optax.GradientTransformation``; ``update`` needs ``params``.
+  """
+  _base.check("rho", rho, lambda v: v >= 0, ">= 0", schedule=True)
+  if not isinstance(axis_name, str):
+    raise ValueError(f"axis_name must name the replicas' mapped axis, got {axis_name!r}")
+  if center not in CENTERS:
+    raise ValueError(f"center must be one of {CENTERS}, got {center!r}")
+
+  def init_fn(params: optax.Params) -> ElasticState:
+    del params
+    return ElasticState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(
+      updates: optax.Updates, state: ElasticState, params: optax.Params | None = None
+  ) -> tuple[optax.Updates, ElasticState]:
+    _base.require_params(params, "elastic")
+    strength = _base.at_count(rho, state.count)
+    x = _base.at_least_float32(params)
+    u = _base.at_least_float32(updates)
+    own = x if center == "params" else jax.tree.map(jnp.subtract, x, u)
+    mean = lax.pmean(own, axis_name)
+    new = jax.tree.map(lambda u_, x_, c: u_ + strength * (x_ - c), u, x, mean)
+    return _base.cast_like(new, updates), ElasticState(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def elastic_sgd(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    rho: optax.ScalarOrSchedule,
+    axis_name: str,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+) -> optax.GradientTransformation:
+  r"""Elastic-SGD (Zhang et al., 2015; paper Sec. 4.3, Eq. 20-21).
+
+  ``optax.chain(optax.add_decayed_weights(weight_decay), elastic(rho,
+  axis_name=axis_name), optax.sgd(learning_rate, momentum, nesterov=True))``:
+  replica :math:`a` steps along :math:`\nabla f(x_a) + \lambda x_a +
+  \rho\,(x_a - \bar x)`, each on its own minibatches (do not average the
+  gradients over ``axis_name``). It is :func:`parle` with no inner loop.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, entropix
+    >>> opt = entropix.elastic_sgd(0.1, rho=1.0, axis_name="r")
+    >>> xs = jnp.array([1.0, 3.0])
+    >>> state = jax.vmap(opt.init)(xs)
+    >>> grads = xs - jnp.array([0.0, 2.0])    # replica a minimises (x - t_a)^2 / 2
+    >>> updates, _ = jax.vmap(opt.update, axis_name="r")(grads, state, xs)
+    >>> print(updates)        # -0.1 * 1.9 * (grad + (x_a - 2)): Nesterov's first step
+    [-0.   -0.38]
+
+  Args:
+    learning_rate: the outer learning rate, a float or schedule.
+    rho: the elastic coupling, a float or schedule.
+    axis_name: the mapped axis of the replicas.
+    momentum: Nesterov momentum of the outer step.
+    weight_decay: L2 coefficient.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  from entropix._alias import _outer_sgd
+
+  _base.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
+  return optax.chain(optax.add_decayed_weights(weight_decay),
+                     elastic(rho, axis_name=axis_name, center="params"),
+                     _outer_sgd(learning_rate, momentum))
+
+
+def parle(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    gamma: optax.ScalarOrSchedule,
+    rho: optax.ScalarOrSchedule,
+    axis_name: str,
+    inner_steps: int = 25,
+    inner_lr: float = 0.1,
+    noise: float = 0.0,
+    alpha: float = 0.0,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    data_axis_name: str | None = None,
+    key: Any = 0,
+    unroll: int | bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Parle: Entropy-SGD on every replica, coupled elastically (Chaudhari et al., 2017).
+
+  Replica :math:`a` runs the local-entropy loop of :func:`local_entropy` from
+  its own :math:`x_a`, on its own minibatches and noise, to
+  :math:`\langle y\rangle_a`, then steps along
+
+  .. math::
+    d_a = (x_a - \langle y \rangle_a) + \rho\,\Big(x_a - \frac1n \sum_b
+      \langle y \rangle_b\Big)
+
+  with Nesterov momentum: ``optax.chain(local_entropy(gamma, ...),
+  elastic(rho, center="targets"), optax.sgd(learning_rate, momentum,
+  nesterov=True))``. The defaults are the authors' Parle code's: L = 25,
+  inner lr 0.1, no noise, the last iterate (``alpha = 0``); their schedules
+  :math:`\gamma = \min(\gamma_0 (1+\dot g)^t, \gamma_{max})` and
+  :math:`\rho = \min(\rho_0 (1 + \dot g)^t, \rho_{max})` are
+  ``entropix.scoping(0.01, gdot, end_value=1.0)`` and
+  ``entropix.scoping(1.0, gdot, end_value=10.0)``, with ``gdot = 0.5 /
+  (minibatches per epoch)``. One replica with ``rho = 0`` is Entropy-SGD;
+  ``inner_steps=0`` is :func:`elastic_sgd` (the gradient at :math:`x_a` in
+  place of :math:`x_a - \langle y\rangle_a`, and :math:`\bar x` as the centre).
+
+  Gradients are not averaged over the replicas (``axis_name``); give
+  ``data_axis_name`` when each replica spans several devices, to average
+  them over that axis. Each replica's noise depends on its index along
+  ``axis_name``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, entropix
+    >>> targets = jnp.array([[0.0, 1.0, 2.0], [4.0, 5.0, 6.0]])  # 2 replicas x 3 minibatches
+    >>> opt = entropix.parle(0.5, gamma=1.0, rho=0.5, axis_name="r", inner_steps=3)
+    >>> def replica(x, t):                     # f_i(x) = (x - t_i)^2 / 2 on replica a
+    ...   grad_fn = lambda p, i: p - t[i]
+    ...   state = opt.init(x)
+    ...   for _ in range(100):
+    ...     updates, state = opt.update(grad_fn(x, 0), state, x, grad_fn=grad_fn)
+    ...     x = x + updates
+    ...   return x
+    >>> xs = jax.vmap(replica, axis_name="r")(jnp.array([1.0, 5.0]), targets)
+    >>> print(jnp.round(xs, 2))     # 1.31 apart: the uncoupled replicas settle 4 apart
+    [2.49 3.8 ]
+
+  Args:
+    learning_rate: the outer learning rate, a float or schedule.
+    gamma: coupling of each replica's inner loop, a float or schedule.
+    rho: elastic coupling between the replicas, a float or schedule.
+    axis_name: the mapped axis of the replicas.
+    inner_steps: gradient evaluations per update (L); 0 is Elastic-SGD.
+    inner_lr: inner step size.
+    noise: Langevin noise scale of the inner loop.
+    alpha: averaging factor of the inner iterates (0: the last iterate).
+    momentum: Nesterov momentum of the outer step.
+    weight_decay: L2 coefficient (inside the inner loop; on the gradient
+      when ``inner_steps=0``).
+    data_axis_name: the axis over which a replica's devices average gradients.
+    key: seed or PRNG key of the noise.
+    unroll: inner loop iterations per compiled body.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` (``update`` takes ``grad_fn``).
+  """
+  if not isinstance(inner_steps, int) or isinstance(inner_steps, bool) or inner_steps < 0:
+    raise ValueError(f"inner_steps must be an int >= 0 (0: Elastic-SGD), got {inner_steps!r}")
+  if inner_steps == 0:
+    return optax.with_extra_args_support(elastic_sgd(
+        learning_rate, rho=rho, axis_name=axis_name, momentum=momentum,
+        weight_decay=weight_decay))
+  from entropix._alias import _outer_sgd
+  from entropix._local_entropy import local_entropy
+
+  return optax.chain(
+      local_entropy(gamma, inner_steps=inner_steps, inner_lr=inner_lr, noise=noise,
+                    alpha=alpha, weight_decay=weight_decay, key=key,
+                    axis_name=data_axis_name, noise_axis=axis_name, unroll=unroll),
+      elastic(rho, axis_name=axis_name, center="targets"),
+      _outer_sgd(learning_rate, momentum),
+  )
