@@ -18,6 +18,9 @@ batch, and dropout masks and Langevin noise depend only on the seed, the
 update and the example's position in the global batch. So 1 and 8 devices
 follow the same trajectory up to float reassociation, under ``jax.pmap``
 (default) or ``jax.shard_map`` (``--spmd shard_map``).
+``--coordinator``, ``--num-processes`` and ``--process-id`` run the same
+step over the devices of several processes (``jax.distributed``); process 0
+writes the files and the summary.
 
 Before each evaluation the BatchNorm statistics are re-estimated on the
 training set (train mode, dropout off, the mean of the per-batch statistics),
@@ -39,9 +42,12 @@ import os
 import sys
 from collections.abc import Sequence
 
+import jax
+
 import input_pipeline
 import models
 import training
+import training.devices
 from training.config import INPUT_SCALINGS, OPTIMIZERS, SPMD
 from training.settings import (EVAL_EVERY, GAMMA0, LR, OPTIMIZER_DEFAULTS, PAPER_BUDGET,
                                SCOPING, TUNED, WEIGHT_DECAY)
@@ -148,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="continue from the newest checkpoint in --workdir up to --effective-epochs "
            "(starts afresh if there is none) (default: off)")
   add("--devices", type=int, metavar="N",
-      help="number of local devices the batch is split over (default: all)")
+      help="number of devices the batch is split over (default: all; across processes: "
+           "all of every process's)")
   add("--eval-every", type=float, default=EVAL_EVERY, metavar="E",
       help="evaluate and checkpoint every E effective epochs, and at the end "
            "(default: %(default)s)")
@@ -162,6 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
       help="run the per-device step under jax.pmap or jax.shard_map (default: %(default)s)")
   add("--no-progress", dest="progress", action="store_false",
       help="no progress bar on stderr (default: shown)")
+  processes = parser.add_argument_group(
+      "several processes (jax.distributed; every process runs the same command with its "
+      "own --process-id and the same --workdir; process 0 writes the files and the output)")
+  env = os.environ.get
+  processes.add_argument(
+      "--coordinator", metavar="HOST:PORT", default=env("JAX_COORDINATOR_ADDRESS"),
+      help="address of process 0's coordination service (default: $JAX_COORDINATOR_ADDRESS; "
+           "none: one process)")
+  processes.add_argument("--num-processes", type=int, metavar="N",
+                         default=env("JAX_NUM_PROCESSES"),
+                         help="number of processes (default: $JAX_NUM_PROCESSES)")
+  processes.add_argument("--process-id", type=int, metavar="I", default=env("JAX_PROCESS_ID"),
+                         help="this process, 0 .. N-1 (default: $JAX_PROCESS_ID)")
+  processes.add_argument("--heartbeat-timeout", type=int, default=100, metavar="S",
+                         help="seconds without a heartbeat after which a process counts as "
+                              "dead and the others stop (default: %(default)s)")
   return parser
 
 
@@ -170,6 +193,21 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   args = vars(parser.parse_args(argv))
   workdir = args.pop("workdir")
+  processes = {k: args.pop(k) for k in ("coordinator", "num_processes", "process_id",
+                                        "heartbeat_timeout")}
+  if processes["coordinator"] is not None:
+    if processes["num_processes"] is None or processes["process_id"] is None:
+      parser.error("--coordinator needs --num-processes and --process-id")
+    if workdir is None:
+      parser.error("several processes need --workdir (the same for all)")
+    try:
+      training.devices.initialize_processes(
+          processes["coordinator"], int(processes["num_processes"]),
+          int(processes["process_id"]), processes["heartbeat_timeout"])
+    except ValueError as e:
+      parser.error(str(e))
+  elif processes["num_processes"] is not None or processes["process_id"] is not None:
+    parser.error("--num-processes and --process-id need --coordinator")
   if workdir is None:
     if args["resume"]:
       parser.error("--resume needs --workdir (the run to continue)")
@@ -183,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   except training.TrainingDiverged as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 1
-  print(json.dumps(result.summary), flush=True)
+  if jax.process_index() == 0:
+    print(json.dumps(result.summary), flush=True)
   return 0
 
 

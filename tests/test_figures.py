@@ -32,6 +32,7 @@ def test_figure1_shows_what_its_caption_says(figures):
   assert u["hopf_lax"].min() == pytest.approx(u["f"].min(), abs=1e-3)
   assert np.all(u["hopf_lax"] <= u["f"] + 1e-9)
   assert u["viscous"].min() > u["f"].min() + 0.1 and u["heat"].min() > u["f"].min() + 0.1
+  assert np.all(u["heat"] >= u["viscous"]) and np.all(np.diff(u["heat"], 2) > 0)
 
 
 def test_local_minima_are_the_strict_interior_ones(figures):

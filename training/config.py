@@ -351,13 +351,16 @@ def build_config(**flags: Any) -> Config:
     raise ConfigError(f"--model {model} needs CIFAR-10: pass --data-dir DIR (a "
                       "cifar-10-batches-bin directory) or --data-dir tfds:cifar10 (needs "
                       "tensorflow-datasets)")
-  available = jax.local_devices()
+  available = jax.devices()  # every process's, in a multi-process run
   devices = value["devices"] or len(available)
   if devices > len(available):
     raise ConfigError(
-        f"--devices {devices}: only {len(available)} local {available[0].platform} device(s); "
+        f"--devices {devices}: only {len(available)} {available[0].platform} device(s); "
         "on a CPU, simulate more with "
         f"XLA_FLAGS=--xla_force_host_platform_device_count={devices}")
+  if jax.process_count() > 1 and devices != len(available):
+    raise ConfigError(f"--devices {devices}: a run across {jax.process_count()} processes "
+                      f"uses all their {len(available)} devices")
   if value["batch_size"] % devices:
     hint = "" if value["devices"] else " (all local devices; choose fewer with --devices)"
     raise ConfigError(

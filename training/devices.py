@@ -52,6 +52,23 @@ class Parallel:
     return jax.pmap(fn, axis_name=AXIS, devices=self.devices, donate_argnums=0)
 
 
-def local_devices(count: int) -> list[jax.Device]:
-  """The first ``count`` local devices (``training.config`` checked that there are enough)."""
-  return jax.local_devices()[:count]
+def run_devices(count: int) -> list[jax.Device]:
+  """The first ``count`` devices of the run, every process's (``training.config``
+  checked the count)."""
+  return jax.devices()[:count]
+
+
+def initialize_processes(coordinator: str, num_processes: int, process_id: int,
+                         heartbeat_timeout_s: int = 100) -> None:
+  """Joins a multi-process run (``jax.distributed.initialize``), before any JAX computation.
+
+  Every process then sees every process's devices (``jax.devices()``) and
+  the step's collectives span them all (on CPUs through gloo). A process
+  that stops sending heartbeats for ``heartbeat_timeout_s`` seconds makes the
+  coordination service stop the others with an error.
+  """
+  if not 0 <= process_id < num_processes:
+    raise ValueError(f"--process-id {process_id}: must be in 0 .. {num_processes - 1}")
+  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                             process_id=process_id, initialization_timeout=120,
+                             heartbeat_timeout_seconds=heartbeat_timeout_s)

@@ -51,7 +51,7 @@ def build_program(config: Config, dataset: input_pipeline.Dataset,
       step=np.zeros((), np.int32), params=variables["params"],
       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]),
       perm=np.zeros(num_train, np.int32), perm_epoch=np.full((), -1, np.int32))
-  parallel = devices.Parallel(devices.local_devices(config.run.devices), config.run.spmd)
+  parallel = devices.Parallel(devices.run_devices(config.run.devices), config.run.spmd)
   n_test, n = dataset.test_images.shape[0], config.run.devices
   eval_batch = min(settings.EVAL_BATCH, n_test)  # a small test set is not padded to 1000
   pad = -n_test % (steps.eval_rows_per_device(n, eval_batch) * n)
@@ -119,13 +119,15 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> Train
     state, history = checkpointer.restore(saved.step, state), saved.history
   flags = config.flags()
   workdir.mkdir(parents=True, exist_ok=True)
-  write_atomic(workdir / "config.json", _config_json(flags))
+  primary = jax.process_index() == 0  # the one process that writes files and output
+  if primary:
+    write_atomic(workdir / "config.json", _config_json(flags))
   lr = optimizers.lr_schedule(config, budget.updates_per_epoch)
   par, n_test = program.parallel, dataset.test_images.shape[0]
   step = int(state.step)
   device_state = par.put(state)
   metrics = MetricsWriter(workdir / "metrics.jsonl", history, budget,
-                          config.backprops_per_update, step, config.run.progress)
+                          config.backprops_per_update, step, config.run.progress, primary)
 
   def evaluate(device_state: Any, step: int) -> Any:
     with metrics.paused():

@@ -38,15 +38,19 @@ class MetricsWriter:
   """
 
   def __init__(self, path: pathlib.Path, history: list[dict[str, Any]], budget: Budget,
-               backprops_per_update: int, start: int, progress: bool):
+               backprops_per_update: int, start: int, progress: bool, writes: bool = True):
+    # writes=False (every process but the first of a multi-process run): the
+    # records are kept, for the checkpoints, but nothing is written or shown.
     self.path, self.history = path, list(history)
     self._budget, self._backprops = budget, backprops_per_update
     self._sums = [0.0, 0.0, 0]  # loss, error, updates since the last evaluation
     self._clock: float | None = None  # training time starts after the first update
     self._paused, self._timed, self._eval_seconds = 0.0, 0, []
-    self._progress = progress
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in self.history))
-    self._file = path.open("a")
+    self._progress = progress = progress and writes
+    self._file = None
+    if writes:
+      write_atomic(path, "".join(json.dumps(r) + "\n" for r in self.history))
+      self._file = path.open("a")
     self._bar = tqdm(
         total=round(budget.epochs(budget.total), 2), initial=round(budget.epochs(start), 2),
         disable=not progress, file=sys.stderr, mininterval=0.5,
@@ -105,8 +109,9 @@ class MetricsWriter:
     }
     self._sums = [0.0, 0.0, 0]
     self.history.append(record)
-    self._file.write(json.dumps(record) + "\n")
-    self._file.flush()
+    if self._file is not None:
+      self._file.write(json.dumps(record) + "\n")
+      self._file.flush()
     if self._progress:
       self._bar.write(f"update {step} (effective epoch {record['effective_epochs']:.2f}): "
                       f"val_error {val_error:.2f}%, val_loss {val_loss:.4f}", file=sys.stderr)
@@ -114,4 +119,5 @@ class MetricsWriter:
 
   def close(self) -> None:
     self._bar.close()
-    self._file.close()
+    if self._file is not None:
+      self._file.close()

@@ -1,0 +1,82 @@
+"""train.py across 2 processes x 2 CPU devices (jax.distributed, gloo) equals 1 process x 4."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import training
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FLAGS = dict(optimizer="entropy-sgd", inner_steps=2, effective_epochs=0.5, eval_every=0.25)
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def two_processes(mnist_dir, workdir, epochs, resume=False):
+  """Runs train.py as processes 0 and 1 of 2, each with 2 CPU devices; their outputs."""
+  port = free_port()
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "JAX_PLATFORMS": "cpu"}
+  argv = [sys.executable, str(ROOT / "train.py"), "--model", "mnistfc", "--optimizer",
+          "entropy-sgd", "--inner-steps", "2", "--batch-size", "16", "--input-scaling",
+          "centered", "--effective-epochs", str(epochs), "--eval-every", "0.25",
+          "--data-dir", mnist_dir, "--workdir", str(workdir), "--no-progress",
+          "--coordinator", f"localhost:{port}", "--num-processes", "2",
+          *(["--resume"] if resume else [])]
+  procs = [subprocess.Popen([*argv, "--process-id", str(i)], env=env, cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in (0, 1)]
+  try:
+    outs = [p.communicate(timeout=240) for p in procs]
+  finally:
+    for p in procs:  # never leave a process behind
+      p.kill()
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-2000:]
+  return [out for out, _ in outs]
+
+
+def summaries(stdout):
+  return [line for line in stdout.splitlines() if line.startswith("{")]
+
+
+def test_two_processes_train_and_resume_like_one_process_with_four_devices(
+    tiny, mnist_dir, tmp_path):
+  workdir = tmp_path / "two"
+  # Half the budget, then a resume across both processes: the checkpoint is
+  # written and read back consistently by both.
+  first = two_processes(mnist_dir, workdir, 0.25)
+  assert json.loads(first[0].splitlines()[-1])["effective_epochs"] == 0.25
+  assert not summaries(first[1])  # only process 0 prints the summary (gloo prints its own lines)
+  out = two_processes(mnist_dir, workdir, 0.5, resume=True)
+  summary = json.loads(out[0].splitlines()[-1])
+  assert summary["devices"] == 4 and not summaries(out[1])
+  one = training.train_and_evaluate(tiny(devices=4, **FLAGS), tmp_path / "one")
+  two = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in two] == [r["step"] for r in one.history] == [0, 2, 4]
+  for a, b in zip(two, one.history):
+    for key in ("train_loss", "val_loss", "val_error"):
+      if b[key] is not None:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-7, err_msg=key)
+  assert json.loads((workdir / "config.json").read_text())["devices"] == 4
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--coordinator", "localhost:1"], "--coordinator needs --num-processes and --process-id"),
+    (["--num-processes", "2"], "--num-processes and --process-id need --coordinator"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "0"],
+     "several processes need --workdir"),
+])
+def test_process_flags_are_checked_before_anything_starts(flags, message):
+  done = subprocess.run([sys.executable, str(ROOT / "train.py"), *flags], cwd=ROOT,
+                        capture_output=True, text=True, timeout=60)
+  assert done.returncode == 2 and message in done.stderr
