@@ -188,13 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+# The flags of a multi-process run: they go to jax.distributed, not to the config.
+PROCESS_FLAGS = ("coordinator", "num_processes", "process_id", "heartbeat_timeout")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """Parses flags, trains, prints the JSON summary as the last stdout line."""
   parser = build_parser()
   args = vars(parser.parse_args(argv))
   workdir = args.pop("workdir")
-  processes = {k: args.pop(k) for k in ("coordinator", "num_processes", "process_id",
-                                        "heartbeat_timeout")}
+  processes = {k: args.pop(k) for k in PROCESS_FLAGS}
   if processes["coordinator"] is not None:
     if processes["num_processes"] is None or processes["process_id"] is None:
       parser.error("--coordinator needs --num-processes and --process-id")

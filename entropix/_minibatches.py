@@ -42,11 +42,14 @@ def minibatch_grad_fn(
     >>> loss = lambda w, b: jnp.mean((w * b["x"] - b["y"]) ** 2)
     >>> grad_fn = entropix.minibatch_grad_fn(loss, batches)
     >>> opt = entropix.entropy_sgd(1.0, gamma=1.0, inner_steps=4, noise=0.0)
+    >>> @jax.jit
+    ... def step(w, state):
+    ...   updates, state = opt.update(grad_fn(w, 0), state, w, grad_fn=grad_fn)
+    ...   return optax.apply_updates(w, updates), state
     >>> w = jnp.array(0.0)
     >>> state = opt.init(w)
     >>> for _ in range(100):
-    ...   updates, state = opt.update(grad_fn(w, 0), state, w, grad_fn=grad_fn)
-    ...   w = optax.apply_updates(w, updates)
+    ...   w, state = step(w, state)
     >>> print(f"{float(w):.3f}")
     3.000
 
