@@ -73,7 +73,7 @@ def test_every_file_readme_and_the_code_cite_is_in_the_repository():
     cited |= set(re.findall(r"\b((?:docs|results|benchmarks|data)/[\w./-]+\.\w+)", path.read_text()))
   cited = {c for c in cited if not c.startswith("WORKDIR/")}  # a run's files
   # README names the library's modules by their bare names (_alias.py).
-  folders = ("", "entropix", "models", "training", "benchmarks", "tests", "examples")
+  folders = ("", "entropix", "models", "training", "benchmarks", "tests", "examples", "notebooks")
   missing = [c for c in cited if not any((ROOT / d / c).exists() for d in folders)]
   assert cited and not missing, missing
   assert "docs/conventions.md" in cited
