@@ -128,7 +128,8 @@ def figure4(path: pathlib.Path, records: dict) -> None:
         ax.plot(e, mean, color=color, lw=1.4, label=name)
         if len(cell) > 1:
           ax.fill_between(e, low, high, color=color, alpha=0.2, lw=0)
-      best.append(mean_band([r["curve"] for r in cell], "val_error")[1].min())
+        if key == "val_error":
+          best.append(mean.min())
       if (model, optimizer) in PAPER:
         paper = PAPER[model, optimizer][0]
         top.plot([cell[0]["effective_epochs"]], [paper], "x", color=color, ms=9, mew=2)

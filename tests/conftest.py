@@ -6,6 +6,9 @@ numpy are installed (CI's oldest-versions run).
 """
 
 import gzip
+import importlib.util
+import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +23,23 @@ def write_idx(path, array, compress=False):
     raw = gzip.compress(raw)
   path.write_bytes(raw)
   return path
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+  """``load_benchmark(name)``: the benchmark script ``name``.py as a module
+  (its folder on sys.path, for the siblings it imports)."""
+  folder = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+
+  def load(name):
+    if str(folder) not in sys.path:
+      sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+  return load
 
 
 @pytest.fixture(scope="session")

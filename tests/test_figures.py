@@ -1,24 +1,16 @@
 """Tests of benchmarks/figures.py: Figure 1's claims, Figure 4's seed bands, the PNGs."""
 
-import importlib.util
 import json
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def figures():
-  sys.path.insert(0, str(ROOT / "benchmarks"))
-  spec = importlib.util.spec_from_file_location("figures", ROOT / "benchmarks" / "figures.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def figures(load_benchmark):
+  return load_benchmark("figures")
 
 
 def test_figure1_shows_what_its_caption_says(figures):

@@ -1,22 +1,14 @@
 """Tests of benchmarks/gpu_check.py's parts that need no accelerator."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 
 import input_pipeline
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
-def gpu_check():
-  spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def gpu_check(load_benchmark):
+  return load_benchmark("gpu_check")
 
 
 def test_the_synthetic_cifar_files_read_as_cifar10(gpu_check, tmp_path):

@@ -1,6 +1,5 @@
 """Tests of benchmarks/reproduce_table1.py: run order, the tables, a resumable All-CNN smoke run."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -13,13 +12,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def table1():
-  sys.path.insert(0, str(ROOT / "benchmarks"))
-  spec = importlib.util.spec_from_file_location(
-      "reproduce_table1", ROOT / "benchmarks" / "reproduce_table1.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def table1(load_benchmark):
+  return load_benchmark("reproduce_table1")
 
 
 def test_every_cell_gets_its_first_seed_before_any_second(table1):
