@@ -224,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   except training.TrainingDiverged as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 1
+  except Exception:
+    # A collective whose peer died fails here: say which process died instead.
+    training.devices.exit_if_a_process_died()
+    raise
   if jax.process_index() == 0:
     print(json.dumps(result.summary), flush=True)
   return 0

@@ -3,9 +3,11 @@
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -22,8 +24,8 @@ def free_port():
     return s.getsockname()[1]
 
 
-def two_processes(mnist_dir, workdir, epochs):
-  """Runs train.py as processes 0 and 1 of 2, each with 2 CPU devices; their outputs."""
+def start_two(mnist_dir, workdir, epochs, *extra):
+  """Starts train.py as processes 0 and 1 of 2, each with 2 CPU devices."""
   port = free_port()
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
          "JAX_PLATFORMS": "cpu"}
@@ -31,9 +33,14 @@ def two_processes(mnist_dir, workdir, epochs):
           "entropy-sgd", "--inner-steps", "2", "--batch-size", "16", "--input-scaling",
           "centered", "--effective-epochs", str(epochs), "--eval-every", "0.25",
           "--data-dir", mnist_dir, "--workdir", str(workdir), "--no-progress",
-          "--coordinator", f"localhost:{port}", "--num-processes", "2"]
-  procs = [subprocess.Popen([*argv, "--process-id", str(i)], env=env, cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in (0, 1)]
+          "--coordinator", f"localhost:{port}", "--num-processes", "2", *extra]
+  return [subprocess.Popen([*argv, "--process-id", str(i)], env=env, cwd=ROOT, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in (0, 1)]
+
+
+def two_processes(mnist_dir, workdir, epochs):
+  """Runs processes 0 and 1 of 2 to the end; their outputs."""
+  procs = start_two(mnist_dir, workdir, epochs)
   try:
     outs = [p.communicate(timeout=240) for p in procs]
   finally:
@@ -65,11 +72,40 @@ def test_two_processes_train_like_one_process_with_four_devices(tiny, mnist_dir,
   assert json.loads((workdir / "config.json").read_text())["devices"] == 4
 
 
+@pytest.mark.parametrize("death", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "frozen"])
+def test_a_dead_process_stops_the_other_with_an_error(mnist_dir, tmp_path, death):
+  # SIGKILL closes process 1's sockets: process 0's next collective fails.
+  # SIGSTOP keeps them open, as a host that lost power: only the heartbeat
+  # watch notices, without it process 0 waits in its next collective for ever.
+  workdir = tmp_path / "run"
+  procs = start_two(mnist_dir, workdir, 50, "--heartbeat-timeout", "3")
+  try:
+    deadline = time.monotonic() + 180
+    while not (workdir / "metrics.jsonl").is_file() or not (workdir / "metrics.jsonl").read_text():
+      assert procs[0].poll() is None and time.monotonic() < deadline, procs[0].communicate()[1]
+      time.sleep(0.2)
+    procs[1].send_signal(death)  # training has started: process 1 dies without a word
+    killed = time.monotonic()
+    _, err = procs[0].communicate(timeout=60)
+    waited = time.monotonic() - killed
+  finally:
+    for p in procs:
+      p.kill()
+  assert procs[0].returncode == 1, err[-6000:]
+  assert "process 1 of 2 stopped (no heartbeat for 3 s); stopping process 0 too" in err
+  assert waited < 30  # the heartbeat timeout, plus the watch's period and slack
+  assert (workdir / "checkpoints").is_dir()  # the update-0 checkpoint is left for --resume
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--coordinator", "localhost:1"], "--coordinator needs --num-processes and --process-id"),
     (["--num-processes", "2"], "--num-processes and --process-id need --coordinator"),
     (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "0"],
      "several processes need --workdir"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "2",
+      "--workdir", "w"], "--process-id 2: must be in 0 .. 1"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "0",
+      "--workdir", "w", "--heartbeat-timeout", "0"], "--heartbeat-timeout 0: must be >= 1"),
 ])
 def test_process_flags_are_checked_before_anything_starts(flags, message):
   done = subprocess.run([sys.executable, str(ROOT / "train.py"), *flags], cwd=ROOT,

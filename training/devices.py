@@ -1,10 +1,16 @@
 """Device placement: the per-device functions under ``jax.pmap`` or ``jax.shard_map``."""
 
+import atexit
+import os
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 import jax
 import numpy as np
+from jax._src import distributed
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -64,11 +70,90 @@ def initialize_processes(coordinator: str, num_processes: int, process_id: int,
 
   Every process then sees every process's devices (``jax.devices()``) and
   the step's collectives span them all (on CPUs through gloo). A process
-  that stops sending heartbeats for ``heartbeat_timeout_s`` seconds makes the
-  coordination service stop the others with an error.
+  that dies stops the others within about ``heartbeat_timeout_s`` seconds:
+  the coordination service ends the other processes when process 0 dies, and
+  :func:`watch_processes` ends process 0 when another one dies (without it,
+  process 0 would wait in its next collective for ever).
   """
   if not 0 <= process_id < num_processes:
     raise ValueError(f"--process-id {process_id}: must be in 0 .. {num_processes - 1}")
+  if heartbeat_timeout_s < 1:
+    raise ValueError(f"--heartbeat-timeout {heartbeat_timeout_s}: must be >= 1 second")
   jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                              process_id=process_id, initialization_timeout=120,
                              heartbeat_timeout_seconds=heartbeat_timeout_s)
+  watch_processes(num_processes, heartbeat_timeout_s)
+
+
+class _Watch(NamedTuple):
+  num_processes: int
+  heartbeat_timeout_s: int
+  stop: threading.Event
+
+
+_watch: _Watch | None = None  # set by watch_processes
+
+
+def _dead_processes() -> tuple[str, str] | None:
+  """(which processes, why) when the coordination service misses one; else None."""
+  assert _watch is not None
+  everyone = list(range(_watch.num_processes))
+  try:
+    live = distributed.global_state.client.get_live_nodes(everyone)
+  except Exception as e:  # noqa: BLE001: the coordinator is gone
+    return "0 (the coordinator)", f"{type(e).__name__}: {e}"
+  dead = ", ".join(str(p) for p in everyone if p not in live)
+  return (dead, f"no heartbeat for {_watch.heartbeat_timeout_s} s") if dead else None
+
+
+def _exit_dead(dead: tuple[str, str]) -> NoReturn:
+  assert _watch is not None
+  print(f"train.py: process {dead[0]} of {_watch.num_processes} stopped ({dead[1]}); stopping "
+        f"process {jax.process_index()} too. Rerun every process with --resume to continue "
+        "from the newest checkpoint.", file=sys.stderr, flush=True)
+  # Not sys.exit: jax's exit-time shutdown barrier would wait for the dead one, then abort.
+  os._exit(1)
+
+
+def watch_processes(num_processes: int, heartbeat_timeout_s: int,
+                    period_s: float = 1.0) -> None:
+  """Ends this process, with an error on stderr, once another process is dead.
+
+  A daemon thread asks the coordination service every ``period_s`` seconds
+  which processes still send heartbeats; it reports at most about
+  ``heartbeat_timeout_s`` seconds after a process died. The main thread may
+  be blocked in a collective that will never complete, so the thread ends
+  the process with ``os._exit(1)``: checkpoints are written atomically, and
+  the newest complete one stays for ``--resume``. The watch stops at exit,
+  before jax's own shutdown.
+  """
+  global _watch
+  client = distributed.global_state.client
+  if not hasattr(client, "get_live_nodes"):  # jaxlib before 0.4.36
+    print(f"train.py: jaxlib {jax.lib.__version__} cannot list live processes: if one dies, "
+          "the others may wait for ever", file=sys.stderr)
+    return
+  _watch = _Watch(num_processes, heartbeat_timeout_s, threading.Event())
+
+  def watch() -> None:
+    while not _watch.stop.wait(period_s):
+      dead = _dead_processes()
+      if dead and not _watch.stop.is_set():  # not while the run ends normally
+        _exit_dead(dead)
+
+  threading.Thread(target=watch, name="entropix-process-watch", daemon=True).start()
+  atexit.register(_watch.stop.set)  # runs before jax.distributed's shutdown (registered earlier)
+
+
+def exit_if_a_process_died() -> None:
+  """After an error in a multi-process run: ends this process with the watch's
+  message when another process died (a collective with a dead peer fails
+  before the coordination service notices: wait for it); returns otherwise."""
+  if _watch is None:
+    return
+  deadline = time.monotonic() + _watch.heartbeat_timeout_s + 5
+  while time.monotonic() < deadline:
+    dead = _dead_processes()
+    if dead:
+      _exit_dead(dead)
+    time.sleep(0.5)
