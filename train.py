@@ -49,8 +49,9 @@ import models
 import training
 import training.devices
 from training.config import INPUT_SCALINGS, OPTIMIZERS, SPMD
-from training.settings import (EVAL_EVERY, GAMMA0, LR, OPTIMIZER_DEFAULTS, PAPER_BUDGET,
-                               SCOPING, TUNED, WEIGHT_DECAY)
+from training.settings import (BATCH_SIZE, EVAL_EVERY, GAMMA0, LR, OPTIMIZER_DEFAULTS,
+                               PAPER_BUDGET, PARLE_GDOT, SCOPING, TRAIN_EXAMPLES, TUNED,
+                               WEIGHT_DECAY)
 
 
 def _per_model(table: dict[str, float]) -> str:
@@ -85,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
   add("--optimizer", default="entropy-sgd", choices=list(OPTIMIZERS),
       help="algorithm (default: %(default)s): Table 1's columns are entropy-sgd, "
            "heat-uniform (its HEAT), hj-fixed-point (its HJ) and sgd; hj (Sec. 7.2) and heat "
-           "(Eq. 35) are the forms the paper's text describes")
+           "(Eq. 35) are the forms the paper's text describes; elastic-sgd and parle (Sec. 4.3) "
+           "couple --replicas copies of the network")
   add("--effective-epochs", type=float, metavar="E",
       help="budget: backprops * batch_size / N_train (default: the paper's Table 1 budget of the "
            "model and optimizer, e.g. 120 for mnistfc/entropy-sgd; see below)")
@@ -104,8 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
   add("--scoping", type=float,
       help=f"{_users('scoping')}: gamma grows by a factor 1 + SCOPING per update (up to "
            "1 / inner_lr where there is an inner lr: beyond 2 / inner_lr the inner loop "
-           "diverges); heat: sigma^2 shrinks by it; 0 turns scoping off "
-           f"(default: {SCOPING:g}, the paper's)")
+           "diverges); heat: sigma^2 shrinks by it; elastic-sgd, parle: rho and gamma grow by it "
+           "up to --rho-max and --gamma-max; 0 turns scoping off "
+           f"(default: {SCOPING:g}, the paper's; elastic-sgd and parle: 0.5 / minibatches per "
+           f"epoch at batch {BATCH_SIZE}, as the authors' Parle code: "
+           f"{PARLE_GDOT * BATCH_SIZE / TRAIN_EXAMPLES['lenet']:.3g} on MNIST)")
   add("--inner-steps", type=int, metavar="L",
       help=f"{_users('inner_steps')}: inner loop length, backprops per update (hj-fixed-point: "
            f"L + 1) (default: {_per_optimizer('inner_steps')})")
@@ -130,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
   add("--samples", type=int,
       help=f"heat: backprops (perturbations) per update (default: "
            f"{OPTIMIZER_DEFAULTS['heat']['samples']})")
+  add("--replicas", type=int, metavar="N",
+      help=f"{_users('replicas')}: parameter copies, each on --devices / N devices (data "
+           "parallel within a replica), each with its own initialisation (seed + r), "
+           "minibatches and noise; effective epochs count every replica's backprops "
+           "(default: one replica per device)")
+  add("--rho", type=float,
+      help=f"{_users('rho')}: elastic coupling rho0 to the replicas' mean "
+           f"(default: {_per_optimizer('rho')})")
+  add("--rho-max", type=float,
+      help=f"{_users('rho_max')}: ceiling of rho as --scoping grows it "
+           f"(default: {_per_optimizer('rho_max')})")
+  add("--gamma-max", type=float,
+      help=f"{_users('gamma_max')}: ceiling of gamma as --scoping grows it "
+           f"(default: {_per_optimizer('gamma_max')})")
   add("--unroll", type=int, metavar="K",
       help="optimizers with an inner loop: its iterations per compiled loop body (default: the "
            "whole loop for allcnn on CPU, where XLA runs convolutions in loop bodies "
@@ -165,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
   add("--input-scaling", default="raw", choices=INPUT_SCALINGS,
       help="MNIST pixels: raw 0..255 as the paper ('no pre-processing'), or centered "
            "(x - 126) / 126 as the authors' Lua code (default: %(default)s)")
-  add("--spmd", default="pmap", choices=SPMD,
-      help="run the per-device step under jax.pmap or jax.shard_map (default: %(default)s)")
+  add("--spmd", choices=SPMD,
+      help="run the per-device step under jax.pmap or jax.shard_map (default: pmap; "
+           "shard_map for elastic-sgd and parle, whose replicas x devices are two axes)")
   add("--no-progress", dest="progress", action="store_false",
       help="no progress bar on stderr (default: shown)")
   processes = parser.add_argument_group(

@@ -134,10 +134,53 @@ class HEAT:
     return self.samples
 
 
-OptimizerSettings = SGD | EntropySGD | HJ | HJFixedPoint | HEAT | HEATUniform
+@dataclasses.dataclass(frozen=True)
+class ElasticSGD:
+  """Elastic-SGD (Sec. 4.3, Eq. 20-21): ``entropix.elastic_sgd``. Each replica
+  steps on its own minibatches, pulled towards the replicas' mean with
+  rho = min(rho0 (1 + scoping)^k, rho_max)."""
+
+  name: ClassVar[str] = "elastic-sgd"
+  replicas: int  # parameter copies, each on devices / replicas devices
+  rho: float  # elastic coupling rho0
+  rho_max: float
+  scoping: float  # rho grows by 1 + scoping per update
+
+  @property
+  def backprops_per_update(self) -> int:
+    return 1  # per replica
+
+
+@dataclasses.dataclass(frozen=True)
+class Parle:
+  """Parle (REFERENCE.md section 3): ``entropix.parle``, the local-entropy loop on
+  each replica, then the elastic pull to the mean of the replicas' iterates."""
+
+  name: ClassVar[str] = "parle"
+  replicas: int
+  gamma: float  # coupling of each replica's inner loop, gamma0
+  gamma_max: float
+  rho: float
+  rho_max: float
+  scoping: float  # gamma and rho grow by 1 + scoping per update
+  inner_steps: int
+  inner_lr: float
+  noise: float
+  alpha: float
+
+  @property
+  def backprops_per_update(self) -> int:
+    return self.inner_steps  # per replica
+
+
+OptimizerSettings = SGD | EntropySGD | HJ | HJFixedPoint | HEAT | HEATUniform | ElasticSGD | Parle
 OPTIMIZERS: dict[str, type[OptimizerSettings]] = {
-    cls.name: cls for cls in (SGD, EntropySGD, HJ, HJFixedPoint, HEAT, HEATUniform)
+    cls.name: cls
+    for cls in (SGD, EntropySGD, HJ, HJFixedPoint, HEAT, HEATUniform, ElasticSGD, Parle)
 }
+# Optimizers whose replicas each hold their own parameters, on a replica axis.
+REPLICATED = (ElasticSGD, Parle)
+NO_INNER_LOOP = (SGD, ElasticSGD)
 SPMD = ("pmap", "shard_map")
 INPUT_SCALINGS = ("raw", "centered")
 
@@ -177,12 +220,17 @@ class Config:
   run: RunOptions
 
   @property
+  def replicas(self) -> int:
+    """Parameter copies: 1 but for elastic-sgd and parle."""
+    return getattr(self.optimizer, "replicas", 1)
+
+  @property
   def backprops_per_update(self) -> int:
-    """L: gradient evaluations per update (1 for SGD)."""
-    return self.optimizer.backprops_per_update
+    """Gradient evaluations per update of all replicas: L (1 for SGD) x replicas."""
+    return self.optimizer.backprops_per_update * self.replicas
 
   def updates_per_epoch(self, num_train: int) -> float:
-    """Updates per effective epoch: N_train / (batch * L)."""
+    """Updates per effective epoch: N_train / (batch * L * replicas)."""
     return num_train / (self.batch_size * self.backprops_per_update)
 
   def flags(self) -> dict[str, Any]:
@@ -222,9 +270,10 @@ _NUMBERS: dict[str, tuple[Callable[[float], bool], str]] = {
     "weight_decay": _NON_NEGATIVE, "eval_every": _POSITIVE, "gamma": _POSITIVE,
     "scoping": _NON_NEGATIVE, "inner_lr": _POSITIVE, "noise": _NON_NEGATIVE,
     "alpha": _FRACTION, "sigma": _POSITIVE, "inner_momentum": _FRACTION, "damping": _FRACTION,
+    "rho": _NON_NEGATIVE, "rho_max": _NON_NEGATIVE, "gamma_max": _POSITIVE,
 }
 _INTEGERS = {"batch_size": 1, "seed": 0, "devices": 1, "inner_steps": 1, "samples": 1,
-             "unroll": 1, "validation_split": 0}
+             "unroll": 1, "validation_split": 0, "replicas": 1}
 
 
 def _refuse(name: str, value: Any, want: str) -> None:
@@ -315,7 +364,12 @@ def build_config(**flags: Any) -> Config:
     raise ConfigError(f"--model {model!r}: unknown; choose one of {sorted(models.REGISTRY)}")
   _choice("optimizer", given.get("optimizer", "entropy-sgd"), list(OPTIMIZERS))
   cls = OPTIMIZERS[given.get("optimizer", "entropy-sgd")]
-  _choice("spmd", given.get("spmd", "pmap"), SPMD)
+  # Replicas x devices is two mapped axes: shard_map's (pmap maps one).
+  spmd = given.get("spmd", "shard_map" if cls in REPLICATED else "pmap")
+  _choice("spmd", spmd, SPMD)
+  if cls in REPLICATED and spmd != "shard_map":
+    raise ConfigError(f"--spmd {spmd}: --optimizer {cls.name} maps replicas x devices, two "
+                      "axes, which needs --spmd shard_map (its default)")
   _choice("input_scaling", given.get("input_scaling", "raw"), INPUT_SCALINGS)
 
   own = [f.name for f in dataclasses.fields(cls)]
@@ -325,16 +379,21 @@ def build_config(**flags: Any) -> Config:
       raise ConfigError(f"{flag(name)} does not apply to --optimizer {cls.name} "
                         f"(it applies to {', '.join(users)})")
   # A bool is the resolved default (Config.flags() gives it back); False is SGD's.
-  if given.get("unroll", False) is not False and cls is SGD:
-    raise ConfigError("--unroll does not apply to --optimizer sgd (it has no inner loop; it "
-                      f"applies to {', '.join(o for o in OPTIMIZERS if o != 'sgd')})")
+  if given.get("unroll", False) is not False and cls in NO_INNER_LOOP:
+    raise ConfigError(
+        f"--unroll does not apply to --optimizer {cls.name} (it has no inner loop; it applies "
+        f"to {', '.join(o for o, c in OPTIMIZERS.items() if c not in NO_INNER_LOOP)})")
 
   defaults = settings.defaults(model, cls.name)
-  value = {name: given.get(name, defaults.get(name)) for name in (*defaults, "devices", "unroll")}
+  value = {name: given.get(name, defaults.get(name))
+           for name in (*defaults, "devices", "unroll", "replicas")}
   for name in ("effective_epochs", "batch_size", "lr", "momentum", "weight_decay",
                "eval_every", "seed", "validation_split", *own, "devices", "unroll"):
     if value.get(name) is not None and not (name == "unroll" and isinstance(value[name], bool)):
       _check(name, value[name])
+  for low, high in (("rho", "rho_max"), ("gamma", "gamma_max")):
+    if high in own and value[high] < value[low]:
+      raise ConfigError(f"{flag(high)} {value[high]!r}: must be >= {flag(low)} {value[low]!r}")
   value.update({k: float(v) for k, v in value.items() if k in _NUMBERS})
   if value["seed"] >= 2**32:
     _refuse("seed", value["seed"], "< 2**32")
@@ -361,13 +420,21 @@ def build_config(**flags: Any) -> Config:
   if jax.process_count() > 1 and devices != len(available):
     raise ConfigError(f"--devices {devices}: a run across {jax.process_count()} processes "
                       f"uses all their {len(available)} devices")
-  if value["batch_size"] % devices:
-    hint = "" if value["devices"] else " (all local devices; choose fewer with --devices)"
-    raise ConfigError(
-        f"--batch-size {value['batch_size']} is not divisible by --devices {devices}{hint}")
+  hint = "" if value["devices"] else " (all devices; choose fewer with --devices)"
+  if cls in REPLICATED:
+    value["replicas"] = replicas = value["replicas"] or devices  # one replica per device
+    if devices % replicas:
+      raise ConfigError(f"--replicas {replicas}: must divide --devices {devices}{hint}")
+    if value["seed"] + replicas > 2**32:
+      _refuse("seed", value["seed"], f"< 2**32 - replicas ({replicas}): replica r uses seed + r")
+  per_replica = devices // (value["replicas"] if cls in REPLICATED else 1)
+  if value["batch_size"] % per_replica:
+    each = f" / --replicas {value['replicas']}" if cls in REPLICATED else ""
+    raise ConfigError(f"--batch-size {value['batch_size']} is not divisible by --devices "
+                      f"{devices}{each}{hint}")
   unroll = value["unroll"]
   if unroll is None:
-    unroll = (cls is not SGD and available[0].platform == "cpu"
+    unroll = (cls not in NO_INNER_LOOP and available[0].platform == "cpu"
               and model in settings.UNROLL_ON_CPU)
 
   return Config(
@@ -378,7 +445,7 @@ def build_config(**flags: Any) -> Config:
       eval_every=value["eval_every"], input_scaling=given.get("input_scaling", "raw"),
       validation_split=value["validation_split"],
       run=RunOptions(data_dir=str(data_dir), devices=devices,
-                     spmd=given.get("spmd", "pmap"), unroll=unroll,
+                     spmd=spmd, unroll=unroll,
                      progress=bool(given.get("progress", True)),
                      resume=bool(given.get("resume", False))),
   )

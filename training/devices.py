@@ -11,26 +11,42 @@ from typing import Any, NamedTuple, NoReturn
 import jax
 import numpy as np
 from jax._src import distributed
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 # The device axis every per-device function, collective and optimizer uses.
 AXIS = "batch"
+# The replica axis of elastic-sgd and parle: each replica holds its own
+# parameters on devices / replicas devices, data parallel along AXIS.
+REPLICA_AXIS = "replica"
 
 
 class Parallel:
-  """Replicates trees on ``devices`` and maps per-device functions over them.
+  """Places trees on ``devices`` and maps per-device functions over them.
 
-  ``"pmap"`` stacks a copy per device along a leading axis; ``"shard_map"``
-  keeps one replicated global array. The per-device functions are the same
-  under both (tested equal).
+  Without ``replicas``, every device holds the same training state:
+  ``"pmap"`` stacks a copy per device along a leading axis, ``"shard_map"``
+  keeps one replicated global array (the per-device functions are the same
+  under both; tested equal). With ``replicas`` (``"shard_map"`` only), the
+  devices form a ``replicas x (devices / replicas)`` mesh of axes
+  (:data:`REPLICA_AXIS`, :data:`AXIS`): the state has a leading replica axis
+  and replica r's slice lives on row r of the mesh; the per-device function
+  sees its own replica's state, without that axis.
   """
 
-  def __init__(self, devices: Sequence[jax.Device], spmd: str):
+  def __init__(self, devices: Sequence[jax.Device], spmd: str, replicas: int | None = None):
     if spmd not in ("pmap", "shard_map"):
       raise ValueError(f"spmd={spmd!r}: must be 'pmap' or 'shard_map'")
-    self.devices, self.spmd = list(devices), spmd
-    self.mesh = Mesh(np.array(self.devices), (AXIS,))
+    self.devices, self.spmd, self.replicas = list(devices), spmd, replicas
+    if replicas is None:
+      self.mesh = Mesh(np.array(self.devices), (AXIS,))
+      return
+    if spmd != "shard_map" or len(self.devices) % replicas:
+      raise ValueError(f"replicas={replicas} needs spmd='shard_map' and a multiple of "
+                       f"{replicas} devices (spmd={spmd!r}, {len(self.devices)} devices)")
+    grid = np.array(self.devices).reshape(replicas, len(self.devices) // replicas)
+    self.mesh = Mesh(grid, (REPLICA_AXIS, AXIS))
 
   def put(self, tree: Any) -> Any:
     """A copy of the host ``tree`` on every device."""
@@ -43,12 +59,37 @@ class Parallel:
   def get(self, tree: Any) -> Any:
     """The first device's copy of a replicated ``tree``, as NumPy arrays."""
     if self.spmd == "shard_map":
-      return jax.tree.map(np.asarray, tree)
+      return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data), tree)
     return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0], tree)
 
+  def put_state(self, tree: Any) -> Any:
+    """The training state on the devices: replicated, or with replicas its
+    leading axis split over the replica rows."""
+    if self.replicas is None:
+      return self.put(tree)
+    return jax.device_put(tree, NamedSharding(self.mesh, P(REPLICA_AXIS)))
+
+  def get_state(self, tree: Any) -> Any:
+    """The host copy of what :meth:`put_state` placed or a mapped function
+    returned (with replicas: every replica's, gathered from all processes)."""
+    if self.replicas is None:
+      return self.get(tree)
+    if jax.process_count() > 1:
+      return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(np.asarray, tree)
+
   def map(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn(state, data)`` run on every device with :data:`AXIS` bound; jitted,
-    and its first argument donated."""
+    """``fn(state, data)`` run on every device with the mesh's axes bound; jitted,
+    and its first argument donated. With replicas, ``fn`` gets its replica's
+    state and every output gains a leading replica axis."""
+    if self.replicas is not None:
+      def per_replica(state, data):
+        out = fn(jax.tree.map(lambda x: x[0], state), data)
+        return jax.tree.map(lambda x: x[None], out)
+
+      mapped = jax.shard_map(per_replica, mesh=self.mesh, in_specs=(P(REPLICA_AXIS), P()),
+                             out_specs=P(REPLICA_AXIS), check_vma=False)
+      return jax.jit(mapped, donate_argnums=0)
     if self.spmd == "shard_map":
       # check_vma=False: pmap's semantics. With the check, jax.grad of a
       # device-varying loss w.r.t. replicated params would psum the gradient

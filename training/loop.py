@@ -15,7 +15,7 @@ import input_pipeline
 import models
 from training import checkpoints, devices, optimizers, settings, steps
 from training.checkpoints import Checkpointer
-from training.config import Budget, Config, ConfigError
+from training.config import REPLICATED, Budget, Config, ConfigError
 from training.metrics import MetricsWriter, TrainingDiverged, write_atomic
 
 
@@ -46,12 +46,24 @@ def build_program(config: Config, dataset: input_pipeline.Dataset,
   tx = optimizers.make_optimizer(config, config.updates_per_epoch(num_train),
                                  jax.random.fold_in(seed_key, 3), devices.AXIS)
   init = jax.jit(model.init, static_argnames="train")  # eager init is slow (2-3 s)
-  variables = init(jax.random.fold_in(seed_key, 0), scaling(dataset.train_images[:1]), train=False)
-  state = steps.TrainState(
-      step=np.zeros((), np.int32), params=variables["params"],
-      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]),
-      perm=np.zeros(num_train, np.int32), perm_epoch=np.full((), -1, np.int32))
-  parallel = devices.Parallel(devices.run_devices(config.run.devices), config.run.spmd)
+
+  def initial_state(key: jax.Array) -> steps.TrainState:
+    variables = init(jax.random.fold_in(key, 0), scaling(dataset.train_images[:1]), train=False)
+    return steps.TrainState(
+        step=np.zeros((), np.int32), params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]),
+        perm=np.zeros(num_train, np.int32), perm_epoch=np.full((), -1, np.int32))
+
+  replicas = None
+  if isinstance(config.optimizer, REPLICATED):
+    # Replica r starts from its own initialisation, PRNGKey(seed + r) (steps.replica_key).
+    replicas = config.replicas
+    copies = [initial_state(jax.random.PRNGKey(config.seed + r)) for r in range(replicas)]
+    state = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *copies)
+  else:
+    state = initial_state(seed_key)
+  parallel = devices.Parallel(devices.run_devices(config.run.devices), config.run.spmd,
+                              replicas)
   n_test, n = dataset.test_images.shape[0], config.run.devices
   eval_batch = min(settings.EVAL_BATCH, n_test)  # a small test set is not padded to 1000
   pad = -n_test % (steps.eval_rows_per_device(n, eval_batch) * n)
@@ -67,8 +79,21 @@ def build_program(config: Config, dataset: input_pipeline.Dataset,
 
 
 def _losses(par: devices.Parallel, out: dict[str, Any]) -> tuple[float, float]:
-  """The loss and error of one update, on the host (this waits for that update)."""
-  return tuple(float(v) for v in par.get((out["loss"], out["error"])))
+  """The loss and error of one update (the mean over replicas), on the host
+  (this waits for that update)."""
+  return tuple(float(np.mean(v)) for v in par.get_state((out["loss"], out["error"])))
+
+
+def _errors(totals: dict[str, Any], n_test: int) -> dict[str, Any]:
+  """The evaluation record's fields from the summed test loss and error counts."""
+  first = lambda v: float(np.ravel(v)[0])  # with replicas, every replica holds the average's
+  record = {"val_loss": first(totals["loss"]) / n_test,
+            "val_error": 100 * round(first(totals["wrong"])) / n_test}
+  if "replica_wrong" in totals:
+    errors = [100 * round(float(w)) / n_test for w in totals["replica_wrong"]]
+    record.update(val_error_best=min(errors), val_error_worst=max(errors),
+                  val_error_replicas=errors)
+  return record
 
 
 def _config_json(flags: dict[str, Any]) -> str:
@@ -124,19 +149,17 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> Train
     write_atomic(workdir / "config.json", _config_json(flags))
   lr = optimizers.lr_schedule(config, budget.updates_per_epoch)
   par, n_test = program.parallel, dataset.test_images.shape[0]
-  step = int(state.step)
-  device_state = par.put(state)
+  step = int(np.ravel(state.step)[0])  # with replicas, each holds the count
+  device_state = par.put_state(state)
   metrics = MetricsWriter(workdir / "metrics.jsonl", history, budget,
                           config.backprops_per_update, step, config.run.progress, primary)
 
   def evaluate(device_state: Any, step: int) -> Any:
     with metrics.paused():
       device_state, totals = program.evaluate(device_state, program.data)
-      totals = par.get(totals)
       metrics.evaluation(step, float(f"{float(lr(max(step - 1, 0))):.7g}"),
-                         val_loss=float(totals["loss"]) / n_test,
-                         val_error=100 * round(float(totals["wrong"])) / n_test)
-      checkpointer.save(step, par.get(device_state), flags, data_id, metrics.history)
+                         **_errors(par.get_state(totals), n_test))
+      checkpointer.save(step, par.get_state(device_state), flags, data_id, metrics.history)
     return device_state
 
   try:
@@ -165,8 +188,11 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> Train
       "val_error": last["val_error"], "val_loss": last["val_loss"],
       "effective_epochs": last["effective_epochs"], "backprops": last["backprops"],
       "updates": last["step"], "devices": config.run.devices,
+      **({"replicas": config.replicas, "val_error_best": last["val_error_best"],
+          "val_error_worst": last["val_error_worst"]}
+         if isinstance(config.optimizer, REPLICATED) else {}),
       "evaluated_on": (f"validation: the last {config.validation_split} training examples"
                        if config.validation_split else "test"),
       "wall_s": round(time.perf_counter() - start, 3), "workdir": str(workdir),
   }
-  return TrainingResult(summary, metrics.history, par.get(device_state))
+  return TrainingResult(summary, metrics.history, par.get_state(device_state))

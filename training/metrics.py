@@ -95,8 +95,12 @@ class MetricsWriter:
         self._paused += seconds
         self._eval_seconds.append(seconds)  # the first one compiles: not counted
 
-  def evaluation(self, step: int, lr: float, val_loss: float, val_error: float) -> dict[str, Any]:
-    """Appends the record of the evaluation after update ``step``; returns it."""
+  def evaluation(self, step: int, lr: float, val_loss: float, val_error: float,
+                 **replicas: Any) -> dict[str, Any]:
+    """Appends the record of the evaluation after update ``step``; returns it.
+
+    ``replicas``: with several replicas, their best, worst and every error (%).
+    """
     if not math.isfinite(val_loss):
       raise TrainingDiverged(f"validation loss is {val_loss} after update {step} "
                              f"(effective epoch {self._budget.epochs(step):.3f})")
@@ -105,7 +109,7 @@ class MetricsWriter:
         "step": step, "backprops": step * self._backprops,
         "effective_epochs": round(self._budget.epochs(step), 6), "lr": lr,
         "train_loss": loss / n if n else None, "train_error": 100 * error / n if n else None,
-        "val_loss": val_loss, "val_error": val_error,
+        "val_loss": val_loss, "val_error": val_error, **replicas,
     }
     self._sums = [0.0, 0.0, 0]
     self.history.append(record)

@@ -4,8 +4,9 @@ import jax
 import optax
 
 import entropix
-from training.config import (HEAT, HJ, SGD, Config, EntropySGD, HEATUniform, HJFixedPoint,
-                             first_update_at)
+from training.config import (HEAT, HJ, SGD, Config, ElasticSGD, EntropySGD, HEATUniform,
+                             HJFixedPoint, Parle, first_update_at)
+from training.devices import AXIS, REPLICA_AXIS
 
 
 def lr_schedule(config: Config, updates_per_epoch: float) -> optax.Schedule:
@@ -41,6 +42,16 @@ def gamma_schedule(settings: EntropySGD | HJ | HJFixedPoint | HEATUniform) -> op
   return entropix.scoping(settings.gamma, settings.scoping, end_value=ceiling)
 
 
+def replica_schedules(settings: ElasticSGD | Parle) -> dict[str, optax.ScalarOrSchedule]:
+  """rho (and Parle's gamma): min(v0 (1 + scoping)^k, v_max), as the authors' Parle code."""
+  pairs = {"rho": (settings.rho, settings.rho_max)}
+  if isinstance(settings, Parle):
+    pairs["gamma"] = (settings.gamma, settings.gamma_max)
+  return {name: entropix.scoping(v0, settings.scoping, end_value=top)
+                if settings.scoping and v0 > 0 else v0
+          for name, (v0, top) in pairs.items()}
+
+
 def sigma_schedule(settings: HEAT) -> optax.ScalarOrSchedule:
   """sigma0 (1 + scoping)^(-k/2): the variance shrinks as the PDE time 1 / gamma does."""
   if not settings.scoping:
@@ -49,12 +60,15 @@ def sigma_schedule(settings: HEAT) -> optax.ScalarOrSchedule:
 
 
 def make_optimizer(
-    config: Config, updates_per_epoch: float, key: jax.Array, axis_name: str
+    config: Config, updates_per_epoch: float, key: jax.Array, axis_name: str = AXIS,
+    replica_axis: str = REPLICA_AXIS,
 ) -> optax.GradientTransformationExtraArgs:
   """The optimizer of ``config``; every gradient is averaged over ``axis_name``.
 
-  SGD's gradient is averaged by the caller (``optax.sgd`` has no axis);
-  entropix's transforms average every gradient they take through ``axis_name``.
+  SGD's and Elastic-SGD's gradients are averaged by the caller (``optax.sgd``
+  has no axis); entropix's transforms average every gradient they take
+  through ``axis_name``. Elastic-SGD and Parle couple the replicas along
+  ``replica_axis``.
   """
   lr = lr_schedule(config, updates_per_epoch)
   common = dict(momentum=config.momentum, weight_decay=config.weight_decay,
@@ -82,4 +96,14 @@ def make_optimizer(
           lr, gamma=gamma_schedule(loop), inner_steps=loop.inner_steps,
           inner_lr=loop.inner_lr, noise=loop.noise, inner_momentum=loop.inner_momentum,
           reset_inner_momentum=False, key=key, **average, **common)
+    case ElasticSGD() as elastic:
+      return optax.with_extra_args_support(entropix.elastic_sgd(
+          lr, **replica_schedules(elastic), axis_name=replica_axis,
+          momentum=config.momentum, weight_decay=config.weight_decay))
+    case Parle() as parle:
+      return entropix.parle(
+          lr, **replica_schedules(parle), axis_name=replica_axis, data_axis_name=axis_name,
+          inner_steps=parle.inner_steps, inner_lr=parle.inner_lr, noise=parle.noise,
+          alpha=parle.alpha, momentum=config.momentum, weight_decay=config.weight_decay,
+          key=key, unroll=config.run.unroll)
   raise TypeError(f"no optimizer for {config.optimizer!r}")

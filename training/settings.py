@@ -24,12 +24,14 @@ _TABLE1_BUDGET = {
     "allcnn": {"entropy-sgd": 160, "heat-uniform": 150, "hj-fixed-point": 145, "sgd": 195},
 }
 _HJB_BUDGET = {"mnistfc": 160, "lenet": 60, "allcnn": 200}  # code's notes, HJB rows
+# elastic-sgd and parle (Sec. 4.3; not in Table 1) get the budgets of SGD and
+# Entropy-SGD, counted over all replicas: n replicas share the same compute.
 PAPER_BUDGET = {
     (model, optimizer): budget
     for model, row in _TABLE1_BUDGET.items()
     for optimizer, budget in {
         **row, "hj-fixed-point": row["hj-fixed-point"] * 6 / 5, "heat": row["heat-uniform"],
-        "hj": _HJB_BUDGET[model]}.items()
+        "hj": _HJB_BUDGET[model], "elastic-sgd": row["sgd"], "parle": row["entropy-sgd"]}.items()
 }
 
 # Coupling gamma0 and scoping gamma1 (gamma_k = gamma0 (1 + gamma1)^k).
@@ -60,7 +62,19 @@ OPTIMIZER_DEFAULTS = {
     "hj-fixed-point": {"inner_steps": 5, "damping": 0.75, "gamma": 10.0},
     "heat": {"sigma": 1e-2, "samples": 20},
     "heat-uniform": {"inner_steps": 20, "inner_lr": 0.1, "noise": 1e-4, "inner_momentum": 0.9},
+    # Parle and Elastic-SGD (REFERENCE.md section 3, the authors' DistributedESGD):
+    # gamma = min(0.01 (1 + gdot)^k, 1), rho = min(1 (1 + gdot)^k, 10); L = 25,
+    # inner lr 0.1, no noise, the last iterate; elastic-sgd is L = 0.
+    "elastic-sgd": {"rho": 1.0, "rho_max": 10.0},
+    "parle": {"gamma": 0.01, "gamma_max": 1.0, "rho": 1.0, "rho_max": 10.0, "inner_steps": 25,
+              "inner_lr": 0.1, "noise": 0.0, "alpha": 0.0},
 }
+
+# Parle's gdot = 0.5 / (minibatches per epoch): 0.5 * 128 / 60,000 = 1.07e-3 on
+# MNIST. The rate of scoping per update for elastic-sgd and parle, at the
+# default batch size (the flag --scoping sets it for another one).
+TRAIN_EXAMPLES = {"mnistfc": 60_000, "lenet": 60_000, "allcnn": 50_000}
+PARLE_GDOT = 0.5
 
 # Outer step, all optimizers: lr 0.1 with Nesterov momentum 0.9 (Sec. 7.1,
 # 7.4), divided by 5 every 3 epochs of Entropy-SGD with L = 20, i.e. every
@@ -105,8 +119,11 @@ UNROLL_ON_CPU = ("allcnn",)
 
 def defaults(model: str, optimizer: str) -> dict[str, object]:
   """Every default of a (model, optimizer) cell, by flag name."""
+  scoping = SCOPING
+  if optimizer in ("elastic-sgd", "parle"):
+    scoping = PARLE_GDOT * BATCH_SIZE / TRAIN_EXAMPLES[model]
   return {
-      "gamma": GAMMA0[model], "scoping": SCOPING, **OPTIMIZER_DEFAULTS[optimizer],
+      "gamma": GAMMA0[model], "scoping": scoping, **OPTIMIZER_DEFAULTS[optimizer],
       "effective_epochs": PAPER_BUDGET[model, optimizer],
       "batch_size": BATCH_SIZE, "lr": LR, "momentum": MOMENTUM,
       "weight_decay": 0.0 if optimizer == "sgd" else WEIGHT_DECAY[model], "seed": 0,

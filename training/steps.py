@@ -17,8 +17,8 @@ from jax import lax
 
 from input_pipeline import Scaling
 from models.layers import BN_MOMENTUM
-from training.config import HEAT, SGD, Config
-from training.devices import AXIS
+from training.config import HEAT, REPLICATED, SGD, Config, ElasticSGD
+from training.devices import AXIS, REPLICA_AXIS
 
 
 class TrainState(NamedTuple):
@@ -70,7 +70,7 @@ def make_batch_sampler(config: Config, num_train: int, seed_key: jax.Array) -> S
       rows = lax.dynamic_slice_in_dim(perm, (j % batches_per_epoch) * batch, batch)
       return (perm, new_epoch), rows
 
-    return lax.scan(one, (perm, perm_epoch), jnp.arange(config.backprops_per_update))
+    return lax.scan(one, (perm, perm_epoch), jnp.arange(config.optimizer.backprops_per_update))
 
   return draw
 
@@ -78,11 +78,22 @@ def make_batch_sampler(config: Config, num_train: int, seed_key: jax.Array) -> S
 def draw_device_rows(
     draw: Sampler, state: TrainState, config: Config
 ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
-  """Per device: the new (perm, perm_epoch) and this device's rows, int32[L, B / n]."""
+  """Per device: the new (perm, perm_epoch) and this device's rows, int32[L, B / n]
+  (n devices along :data:`AXIS`: a replica's devices, with replicas)."""
   device, devices = lax.axis_index(AXIS), lax.axis_size(AXIS)
   local = config.batch_size // devices
-  carry, rows = draw(state.perm, state.perm_epoch, state.step * config.backprops_per_update)
+  first = state.step * config.optimizer.backprops_per_update
+  carry, rows = draw(state.perm, state.perm_epoch, first)
   return carry, lax.dynamic_slice_in_dim(rows, device * local, local, axis=1)
+
+
+def replica_key(config: Config, seed_key: jax.Array) -> jax.Array:
+  """The seed key of this device's replica: ``PRNGKey(seed + r)`` for replica r
+  of elastic-sgd and parle (the authors' Parle code seeds replica r with seed
+  + r: its own initialisation, data order and dropout), ``seed_key`` otherwise."""
+  if not isinstance(config.optimizer, REPLICATED):
+    return seed_key
+  return jax.random.PRNGKey(config.seed + lax.axis_index(REPLICA_AXIS))
 
 
 def make_train_step(
@@ -92,13 +103,17 @@ def make_train_step(
   """The per-device update: draws L minibatches on the device, then one update.
 
   Minibatch j's dropout key is ``fold_in(key, j)``, the same on every
-  device; the returned loss and error are those of minibatch 0 at x.
+  device of a replica; the returned loss and error are those of minibatch 0
+  at x (with replicas: each replica's own).
   """
-  draw = make_batch_sampler(config, num_train, seed_key)
-  dropout_key = jax.random.fold_in(seed_key, 2)
+  average_gradient = isinstance(config.optimizer, (SGD, ElasticSGD))
+  steps_per_update = config.optimizer.backprops_per_update
 
   def step(state, data):
-    first = state.step * config.backprops_per_update
+    key = replica_key(config, seed_key)
+    draw = make_batch_sampler(config, num_train, key)
+    dropout_key = jax.random.fold_in(key, 2)
+    first = state.step * steps_per_update
     (perm, perm_epoch), rows = draw_device_rows(draw, state, config)
 
     def loss_fn(params, i):
@@ -118,7 +133,7 @@ def make_train_step(
       grads = optax.tree.zeros_like(state.params)
     else:
       (loss, error), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, 0)
-      if isinstance(config.optimizer, SGD):
+      if average_gradient:
         grads = lax.pmean(grads, AXIS)  # entropix's transforms average through axis_name
     updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
     params = optax.apply_updates(state.params, updates)
@@ -144,17 +159,21 @@ def make_evaluate(
   what BatchNorm normalised with during training, averaged. Returns the
   state with those statistics and the summed test loss and error count
   (``data.test_x`` is padded to whole batches; padding has weight 0).
+  With replicas, ``loss`` and ``wrong`` are those of the replicas' average
+  (its own statistics, re-estimated the same way), ``replica_loss`` and
+  ``replica_wrong`` each replica's own.
   """
   batch, batches = config.batch_size, num_train // config.batch_size
 
-  def evaluate(state, data):
+  def test(params, batch_stats, data):
+    """(statistics, summed test loss, error count) of ``params``, over AXIS."""
     device, devices = lax.axis_index(AXIS), lax.axis_size(AXIS)
     local = batch // devices
-    zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
+    zeros = jax.tree.map(jnp.zeros_like, batch_stats)
 
     def add_batch(total, k):
       rows = k * batch + device * local + jnp.arange(local)
-      _, new = model.apply({"params": state.params, "batch_stats": zeros},
+      _, new = model.apply({"params": params, "batch_stats": zeros},
                            scaling(data.train_x[rows]), train=True, dropout=False,
                            mutable=["batch_stats"])
       return jax.tree.map(jnp.add, total, new["batch_stats"]), None
@@ -168,7 +187,7 @@ def make_evaluate(
 
     def test_batch(_, k):
       rows = k * per_device * devices + device * per_device + jnp.arange(per_device)
-      logits = model.apply({"params": state.params, "batch_stats": stats},
+      logits = model.apply({"params": params, "batch_stats": stats},
                            scaling(data.test_x[rows]), train=False)
       y, w = data.test_y[rows], data.test_weight[rows]
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
@@ -178,8 +197,17 @@ def make_evaluate(
     # Per-batch sums as scan outputs: a carry would mix device-invariant
     # zeros with device-varying sums, which shard_map's type check refuses.
     _, (loss, wrong) = lax.scan(test_batch, None, jnp.arange(test_batches))
-    loss, wrong = jnp.sum(loss), jnp.sum(wrong)
     # Sums, divided on the host: the error is an exact count.
-    return state._replace(batch_stats=stats), lax.psum({"loss": loss, "wrong": wrong}, AXIS)
+    return stats, lax.psum(jnp.sum(loss), AXIS), lax.psum(jnp.sum(wrong), AXIS)
+
+  def evaluate(state, data):
+    stats, loss, wrong = test(state.params, state.batch_stats, data)
+    totals = {"loss": loss, "wrong": wrong}
+    if isinstance(config.optimizer, REPLICATED):
+      average = lax.pmean(state.params, REPLICA_AXIS)
+      _, avg_loss, avg_wrong = test(average, state.batch_stats, data)
+      totals = {"loss": avg_loss, "wrong": avg_wrong, "replica_loss": loss,
+                "replica_wrong": wrong}
+    return state._replace(batch_stats=stats), totals
 
   return evaluate
