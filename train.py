@@ -195,8 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
   env = os.environ.get
   processes.add_argument(
       "--coordinator", metavar="HOST:PORT", default=env("JAX_COORDINATOR_ADDRESS"),
-      help="address of process 0's coordination service (default: $JAX_COORDINATOR_ADDRESS; "
-           "none: one process)")
+      help="address of process 0's coordination service, or 'auto' in a cluster jax knows "
+           "(Cloud TPU, Slurm, ...: it finds the address, count and id) (default: "
+           "$JAX_COORDINATOR_ADDRESS; none: one process)")
   processes.add_argument("--num-processes", type=int, metavar="N",
                          default=env("JAX_NUM_PROCESSES"),
                          help="number of processes (default: $JAX_NUM_PROCESSES)")
@@ -219,14 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   workdir = args.pop("workdir")
   processes = {k: args.pop(k) for k in PROCESS_FLAGS}
   if processes["coordinator"] is not None:
-    if processes["num_processes"] is None or processes["process_id"] is None:
-      parser.error("--coordinator needs --num-processes and --process-id")
-    if workdir is None:
-      parser.error("several processes need --workdir (the same for all)")
+    number = lambda v: None if v is None else int(v)
+    process_args = (processes["coordinator"], number(processes["num_processes"]),
+                    number(processes["process_id"]), processes["heartbeat_timeout"])
     try:
-      training.devices.initialize_processes(
-          processes["coordinator"], int(processes["num_processes"]),
-          int(processes["process_id"]), processes["heartbeat_timeout"])
+      training.devices.check_process_flags(*process_args)
+      if workdir is None:
+        parser.error("several processes need --workdir (the same for all)")
+      training.devices.initialize_processes(*process_args)
     except ValueError as e:
       parser.error(str(e))
   elif processes["num_processes"] is not None or processes["process_id"] is not None:

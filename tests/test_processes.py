@@ -116,6 +116,8 @@ def test_a_dead_process_stops_the_other_with_an_error(mnist_dir, tmp_path, death
       "--workdir", "w"], "--process-id 2: must be in 0 .. 1"),
     (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "0",
       "--workdir", "w", "--heartbeat-timeout", "0"], "--heartbeat-timeout 0: must be >= 1"),
+    (["--coordinator", "auto", "--num-processes", "2"], "--coordinator auto finds"),
+    (["--coordinator", "auto", "--workdir", "w"], "--coordinator auto: jax found no cluster"),
 ])
 def test_process_flags_are_checked_before_anything_starts(flags, message):
   done = subprocess.run([sys.executable, str(ROOT / "train.py"), *flags], cwd=ROOT,

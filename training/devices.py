@@ -105,25 +105,52 @@ def run_devices(count: int) -> list[jax.Device]:
   return jax.devices()[:count]
 
 
-def initialize_processes(coordinator: str, num_processes: int, process_id: int,
+def check_process_flags(coordinator: str, num_processes: int | None, process_id: int | None,
+                        heartbeat_timeout_s: int) -> None:
+  """Raises ValueError naming the flag when :func:`initialize_processes` would refuse them."""
+  if heartbeat_timeout_s < 1:
+    raise ValueError(f"--heartbeat-timeout {heartbeat_timeout_s}: must be >= 1 second")
+  if coordinator == "auto":
+    if num_processes is not None or process_id is not None:
+      raise ValueError("--coordinator auto finds --num-processes and --process-id itself: "
+                       "leave them out")
+    return
+  if num_processes is None or process_id is None:
+    raise ValueError("--coordinator needs --num-processes and --process-id")
+  if not 0 <= process_id < num_processes:
+    raise ValueError(f"--process-id {process_id}: must be in 0 .. {num_processes - 1}")
+
+
+def initialize_processes(coordinator: str, num_processes: int | None, process_id: int | None,
                          heartbeat_timeout_s: int = 100) -> None:
   """Joins a multi-process run (``jax.distributed.initialize``), before any JAX computation.
 
+  ``coordinator="auto"`` (with no count or id) lets jax find all three in a
+  cluster it knows (Cloud TPU, Slurm, Open MPI, Kubernetes...).
   Every process then sees every process's devices (``jax.devices()``) and
   the step's collectives span them all (on CPUs through gloo). A process
   that dies stops the others within about ``heartbeat_timeout_s`` seconds:
   the coordination service ends the other processes when process 0 dies, and
   :func:`watch_processes` ends process 0 when another one dies (without it,
   process 0 would wait in its next collective for ever).
+
+  Raises:
+    ValueError: naming the flag, for a bad id or timeout, or an ``auto``
+      outside a cluster that jax recognises.
   """
-  if not 0 <= process_id < num_processes:
-    raise ValueError(f"--process-id {process_id}: must be in 0 .. {num_processes - 1}")
-  if heartbeat_timeout_s < 1:
-    raise ValueError(f"--heartbeat-timeout {heartbeat_timeout_s}: must be >= 1 second")
-  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                             process_id=process_id, initialization_timeout=120,
-                             heartbeat_timeout_seconds=heartbeat_timeout_s)
-  watch_processes(num_processes, heartbeat_timeout_s)
+  check_process_flags(coordinator, num_processes, process_id, heartbeat_timeout_s)
+  if coordinator == "auto":
+    try:
+      jax.distributed.initialize(initialization_timeout=120,
+                                 heartbeat_timeout_seconds=heartbeat_timeout_s)
+    except (ValueError, RuntimeError) as e:
+      raise ValueError(f"--coordinator auto: jax found no cluster to join ({e}); pass "
+                       "--coordinator HOST:PORT --num-processes N --process-id I") from None
+  else:
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                               process_id=process_id, initialization_timeout=120,
+                               heartbeat_timeout_seconds=heartbeat_timeout_s)
+  watch_processes(jax.process_count(), heartbeat_timeout_s)
 
 
 class _Watch(NamedTuple):
