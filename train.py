@@ -18,6 +18,9 @@ batch, and dropout masks and Langevin noise depend only on the seed, the
 update and the example's position in the global batch. So 1 and 8 devices
 follow the same trajectory up to float reassociation, under ``jax.pmap``
 (default) or ``jax.shard_map`` (``--spmd shard_map``).
+``--optimizer elastic-sgd`` and ``parle`` train ``--replicas`` copies of the
+network on a replicas x devices mesh (``jax.shard_map``), each replica its
+own seed (seed + r), minibatches and noise, pulled to the replicas' mean.
 ``--coordinator``, ``--num-processes`` and ``--process-id`` run the same
 step over the devices of several processes (``jax.distributed``); process 0
 writes the files and the summary.
@@ -102,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
   add("--gamma", type=float,
       help=f"{_users('gamma')}: coupling strength gamma0 (default: "
            f"{_per_model(GAMMA0)}; hj-fixed-point "
-           f"{OPTIMIZER_DEFAULTS['hj-fixed-point']['gamma']:g}; unless tuned: {_tuned('gamma')})")
+           f"{OPTIMIZER_DEFAULTS['hj-fixed-point']['gamma']:g}; parle "
+           f"{OPTIMIZER_DEFAULTS['parle']['gamma']:g}; unless tuned: {_tuned('gamma')})")
   add("--scoping", type=float,
       help=f"{_users('scoping')}: gamma grows by a factor 1 + SCOPING per update (up to "
            "1 / inner_lr where there is an inner lr: beyond 2 / inner_lr the inner loop "

@@ -46,12 +46,15 @@ def flags(name: str, epochs: float, replicas: int, seed: int) -> list[str]:
 
 
 def comparison(runs: dict[str, dict]) -> list[dict]:
-  """One row per evaluation, on the axis of effective epochs per replica."""
+  """One row per evaluation mark (every EVAL_EVERY effective epochs per replica);
+  each run's evaluation falls on the first update at or past the mark."""
   rows: dict[float, dict] = {}
   for name, run in runs.items():
     for record in run["curve"]:
-      epoch = round(record["effective_epochs"] / run["replicas"], 3)
-      row = rows.setdefault(epoch, {"epochs_per_replica": epoch})
+      epochs = record["effective_epochs"] / run["replicas"]
+      mark = round(epochs / EVAL_EVERY) * EVAL_EVERY
+      row = rows.setdefault(mark, {"epochs_per_replica": mark})
+      row[f"{name}_epochs"] = round(epochs, 3)
       row[f"{name}_val_error"] = record["val_error"]
       if "val_error_best" in record:
         row[f"{name}_best"] = record["val_error_best"]

@@ -105,7 +105,7 @@ TINY = dict(model="mnistfc", optimizer="entropy-sgd", batch_size=16, effective_e
 # Short loops so every optimizer trains in seconds; everything else is the default.
 FAST = {"sgd": {}, "entropy-sgd": {"inner_steps": 2}, "hj": {"inner_steps": 2},
         "hj-fixed-point": {"inner_steps": 1}, "heat": {"samples": 2},
-        "heat-uniform": {"inner_steps": 2}}
+        "heat-uniform": {"inner_steps": 2}, "elastic-sgd": {}, "parle": {"inner_steps": 2}}
 
 
 @pytest.fixture(scope="session")

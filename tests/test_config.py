@@ -35,10 +35,12 @@ def test_every_value_is_filled_from_the_settings(model, optimizer):
   assert config.weight_decay == (0.0 if optimizer == "sgd" else settings.WEIGHT_DECAY[model])
   assert config.lr == want["lr"]
   fields = dataclasses.asdict(config.optimizer)
+  assert fields.pop("replicas", 1) == config.replicas == 1  # one per device
   assert fields == {k: want[k] for k in fields}
   assert None not in config.flags().values()
   # Unrolled on CPU only for All-CNN-C (LeNet's patch convolutions are as fast in a scan).
-  assert config.run.unroll == (optimizer != "sgd" and model == "allcnn")
+  inner_loop = optimizer not in ("sgd", "elastic-sgd")
+  assert config.run.unroll == (inner_loop and model == "allcnn")
 
 
 def test_flags_round_trip_and_exclude_what_an_optimizer_lacks():
@@ -54,14 +56,14 @@ def test_flags_round_trip_and_exclude_what_an_optimizer_lacks():
 
 def test_a_flag_applies_exactly_to_the_optimizers_that_have_it():
   with pytest.raises(cfg.ConfigError, match=r"--noise does not apply to --optimizer hj "
-                                            r"\(it applies to entropy-sgd, heat-uniform\)"):
+                                            r"\(it applies to entropy-sgd, heat-uniform, parle\)"):
     cfg.build_config(optimizer="hj", noise=0.1)
   with pytest.raises(cfg.ConfigError, match=r"--damping does not apply to --optimizer hj "
                                             r"\(it applies to hj-fixed-point\)"):
     cfg.build_config(optimizer="hj", damping=0.5)
   with pytest.raises(cfg.ConfigError, match=r"--scoping does not apply to --optimizer sgd "
                                             r"\(it applies to entropy-sgd, hj, hj-fixed-point, "
-                                            r"heat, heat-uniform\)"):
+                                            r"heat, heat-uniform, elastic-sgd, parle\)"):
     cfg.build_config(optimizer="sgd", scoping=0.0)
   with pytest.raises(cfg.ConfigError, match="unknown setting"):
     cfg.build_config(gama=0.1)

@@ -11,9 +11,11 @@ from training.config import OPTIMIZERS
 
 
 # Every optimizer on both MNIST networks, and on 4 devices for mnistfc (the
-# conv net across devices is test_devices.py's).
-CASES = [(m, o, d) for m in ("mnistfc", "lenet") for o in OPTIMIZERS
-         for d in ((1, 4) if m == "mnistfc" else (1,))]
+# conv net across devices is test_devices.py's). Elastic-SGD and Parle with
+# one replica, on mnistfc: their replicas are test_replicas.py's.
+REPLICATED = ("elastic-sgd", "parle")
+CASES = [(m, o, d) for m in ("mnistfc", "lenet") for o in OPTIMIZERS if o not in REPLICATED
+         for d in ((1, 4) if m == "mnistfc" else (1,))] + [("mnistfc", o, 1) for o in REPLICATED]
 
 
 @pytest.mark.parametrize("model,optimizer,devices", CASES)
@@ -29,7 +31,7 @@ def test_every_mnist_model_and_optimizer_learns(model, optimizer, devices, tiny,
   assert np.isfinite(last["train_loss"])
   summary = result.summary
   assert summary["backprops"] == last["backprops"] == last["step"] * (
-      1 if optimizer == "sgd" else 2)
+      1 if optimizer in ("sgd", "elastic-sgd") else 2)
   assert summary["devices"] == devices and summary["val_error"] == last["val_error"]
 
 

@@ -13,6 +13,7 @@ def run(name, monkeypatch, tmp_path):
   monkeypatch.setenv("ENTROPIX_NOTEBOOK_BUDGET", "small")
   monkeypatch.setenv("MPLBACKEND", "Agg")
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  monkeypatch.setenv("ENTROPIX_NOTEBOOK_RUNS", str(tmp_path / "runs"))  # not the checkout's
   # The kernel starts with this environment: one CPU device, as a Colab CPU runtime.
   monkeypatch.delenv("XLA_FLAGS", raising=False)
   notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)

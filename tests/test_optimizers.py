@@ -39,7 +39,8 @@ def test_heat_sigma_squared_shrinks_by_one_plus_scoping_per_update():
 
 # Not the defaults anywhere, so an argument the factory forgets to pass shows.
 OWN = {"gamma": 0.02, "scoping": 0.01, "inner_steps": 3, "inner_lr": 0.05, "noise": 1e-3,
-       "alpha": 0.5, "sigma": 0.03, "samples": 3, "inner_momentum": 0.6, "damping": 0.4}
+       "alpha": 0.5, "sigma": 0.03, "samples": 3, "inner_momentum": 0.6, "damping": 0.4,
+       "rho": 0.5, "rho_max": 2.0, "gamma_max": 0.9}
 
 
 def _by_hand(name, key):
@@ -49,6 +50,14 @@ def _by_hand(name, key):
     return optax.chain(optax.add_decayed_weights(0.01), optax.sgd(lr, momentum=0.8, nesterov=True))
   common = dict(momentum=0.8, weight_decay=0.01, axis_name="batch", unroll=2)
   gamma = entropix.scoping(0.02, 0.01, end_value=1 / 0.05)
+  rho = entropix.scoping(0.5, 0.01, end_value=2.0)
+  if name == "elastic-sgd":
+    return entropix.elastic_sgd(lr, rho=rho, axis_name="replica", momentum=0.8, weight_decay=0.01)
+  if name == "parle":
+    return entropix.parle(lr, gamma=entropix.scoping(0.02, 0.01, end_value=0.9), rho=rho,
+                          axis_name="replica", data_axis_name="batch", inner_steps=3,
+                          inner_lr=0.05, noise=1e-3, alpha=0.5, key=key, momentum=0.8,
+                          weight_decay=0.01, unroll=2)
   if name == "heat":
     sigma = optax.exponential_decay(0.03, 1, 1.01**-0.5)
     return entropix.heat(lr, sigma=sigma, samples=3, key=key, **common)
@@ -67,7 +76,7 @@ def _by_hand(name, key):
 def test_the_factory_builds_the_optimizer_the_config_describes(name):
   fields = [f.name for f in dataclasses.fields(cfg.OPTIMIZERS[name])]
   config = cfg.build_config(optimizer=name, devices=1, weight_decay=0.01, lr=0.3, momentum=0.8,
-                            **({} if name == "sgd" else {"unroll": 2}),
+                            **({} if name in ("sgd", "elastic-sgd") else {"unroll": 2}),
                             **{k: v for k, v in OWN.items() if k in fields})
   key = jax.random.PRNGKey(7)
   params = {"w": jnp.array([-1.0, -0.3, 0.4, 1.2])}
@@ -77,9 +86,11 @@ def test_the_factory_builds_the_optimizer_the_config_describes(name):
     def step(s, p):
       updates, s = tx.update(grad_fn(p, 0), s, p, grad_fn=grad_fn)
       return s, optax.apply_updates(p, updates)
-    state, p = jax.tree.map(lambda x: x[None], tx.init(params)), jax.tree.map(lambda x: x[None], params)
+    # One device, one replica: both axes bound (elastic-sgd and parle use "replica").
+    lead = lambda t: jax.tree.map(lambda x: x[None, None], t)
+    state, p = lead(tx.init(params)), lead(params)
     for _ in range(count):  # (a kept inner buffer shows from the second update)
-      state, p = jax.pmap(step, axis_name="batch")(state, p)
+      state, p = jax.pmap(jax.vmap(step, axis_name="replica"), axis_name="batch")(state, p)
     return p
 
   got = first_updates(optimizers.make_optimizer(config, 10.0, key, "batch"))
