@@ -51,7 +51,7 @@ import input_pipeline
 import models
 import training
 import training.devices
-from training.config import INPUT_SCALINGS, OPTIMIZERS, SPMD
+from training.config import INPUT_SCALINGS, OPTIMIZERS, SPMD, flag
 from training.settings import (BATCH_SIZE, EVAL_EVERY, GAMMA0, LR, OPTIMIZER_DEFAULTS,
                                PAPER_BUDGET, PARLE_GDOT, SCOPING, TRAIN_EXAMPLES, TUNED,
                                WEIGHT_DECAY)
@@ -74,6 +74,18 @@ def _per_optimizer(name: str) -> str:
 def _tuned(name: str) -> str:
   cells = [f"{v:g} ({m}/{o})" for (m, o), d in TUNED.items() for k, v in d.items() if k == name]
   return ", ".join(cells) or "none yet"
+
+
+# Optimizer settings whose help is what they are and their defaults per optimizer.
+OPTIMIZER_FLAGS = {
+    "inner_lr": "inner step size",
+    "noise": "Langevin noise scale, temperature noise^2",
+    "alpha": "exponential averaging of the inner iterates",
+    "damping": "weight kept on the previous fixed-point iterate",
+    "rho": "elastic coupling rho0 to the replicas' mean",
+    "rho_max": "ceiling of rho as --scoping grows it",
+    "gamma_max": "ceiling of gamma as --scoping grows it",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,21 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
   add("--inner-steps", type=int, metavar="L",
       help=f"{_users('inner_steps')}: inner loop length, backprops per update (hj-fixed-point: "
            f"L + 1) (default: {_per_optimizer('inner_steps')})")
-  add("--inner-lr", type=float,
-      help=f"{_users('inner_lr')}: inner step size (default: {_per_optimizer('inner_lr')})")
   add("--inner-momentum", type=float, metavar="M",
       help=f"{_users('inner_momentum')}: Nesterov momentum of the inner loop, its buffer kept "
            f"across updates as in the authors' code (default: "
            f"{_per_optimizer('inner_momentum')})")
-  add("--noise", type=float,
-      help=f"{_users('noise')}: Langevin noise scale, temperature noise^2 "
-           f"(default: {_per_optimizer('noise')})")
-  add("--alpha", type=float,
-      help=f"{_users('alpha')}: exponential averaging of the inner iterates "
-           f"(default: {_per_optimizer('alpha')})")
-  add("--damping", type=float,
-      help=f"{_users('damping')}: weight kept on the previous fixed-point iterate "
-           f"(default: {_per_optimizer('damping')})")
+  for name, what in OPTIMIZER_FLAGS.items():  # the rest: one line each, defaults per optimizer
+    add(flag(name), type=float,
+        help=f"{_users(name)}: {what} (default: {_per_optimizer(name)})")
   add("--sigma", type=float,
       help=f"heat: perturbation scale, sigma^2 is the paper's gamma "
            f"(default: {OPTIMIZER_DEFAULTS['heat']['sigma']:g}, unless tuned: {_tuned('sigma')})")
@@ -144,15 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
            "parallel within a replica), each with its own initialisation (seed + r), "
            "minibatches and noise; effective epochs count every replica's backprops "
            "(default: one replica per device)")
-  add("--rho", type=float,
-      help=f"{_users('rho')}: elastic coupling rho0 to the replicas' mean "
-           f"(default: {_per_optimizer('rho')})")
-  add("--rho-max", type=float,
-      help=f"{_users('rho_max')}: ceiling of rho as --scoping grows it "
-           f"(default: {_per_optimizer('rho_max')})")
-  add("--gamma-max", type=float,
-      help=f"{_users('gamma_max')}: ceiling of gamma as --scoping grows it "
-           f"(default: {_per_optimizer('gamma_max')})")
   add("--unroll", type=int, metavar="K",
       help="optimizers with an inner loop: its iterations per compiled loop body (default: the "
            "whole loop for allcnn on CPU, where XLA runs convolutions in loop bodies "
