@@ -7,7 +7,9 @@ One module per concern, each read on its own:
 * :mod:`training.config`: flags -> one complete, checked :class:`Config`;
 * :mod:`training.optimizers`: the optax optimizer of a config, its schedules;
 * :mod:`training.steps`: the on-device batch sampler, train step and evaluation;
-* :mod:`training.devices`: placement under ``jax.pmap`` or ``jax.shard_map``;
+* :mod:`training.devices`: placement under ``jax.pmap`` or ``jax.shard_map``, the
+  replicas x devices mesh of Elastic-SGD and Parle, several processes and the
+  watch that stops them when one dies;
 * :mod:`training.checkpoints`: orbax checkpoints, resume checks, data fingerprint;
 * :mod:`training.metrics`: ``metrics.jsonl``, the progress bar, the NaN stop;
 * :mod:`training.loop`: :func:`train_and_evaluate`.
