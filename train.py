@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   except training.TrainingDiverged as e:
     print(f"train.py: {e}", file=sys.stderr)
     return 1
-  except Exception:
+  except jax.errors.JaxRuntimeError:
     # A collective whose peer died fails here: say which process died instead.
     training.devices.exit_if_a_process_died()
     raise

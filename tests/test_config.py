@@ -36,6 +36,8 @@ def test_every_value_is_filled_from_the_settings(model, optimizer):
   assert config.lr == want["lr"]
   fields = dataclasses.asdict(config.optimizer)
   assert fields.pop("replicas", 1) == config.replicas == 1  # one per device
+  if optimizer in ("elastic-sgd", "parle"):  # Parle's gdot = 0.5 / minibatches per epoch
+    want["scoping"] = 0.5 * 128 / settings.TRAIN_EXAMPLES[model]
   assert fields == {k: want[k] for k in fields}
   assert None not in config.flags().values()
   # Unrolled on CPU only for All-CNN-C (LeNet's patch convolutions are as fast in a scan).

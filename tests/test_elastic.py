@@ -69,7 +69,8 @@ def test_rho_follows_its_schedule():
 def test_parle_with_one_replica_and_no_coupling_is_entropy_sgd():
   gamma = entropix.scoping(0.5, 0.01)
   parle = entropix.parle(0.3, gamma=gamma, rho=0.0, axis_name="r", inner_steps=5)
-  esgd = entropix.entropy_sgd(0.3, gamma=gamma, inner_steps=5, noise=0.0, alpha=0.0)
+  esgd = entropix.entropy_sgd(0.3, gamma=gamma, inner_steps=5, noise=0.0, alpha=0.0,
+                              inner_momentum=0.9, reset_inner_momentum=False)
   start = {"w": jnp.array([[3.0, -1.0]])}
   for updates in (1, 7):
     a = run(parle, start, updates, TARGETS[:1])

@@ -57,7 +57,8 @@ def _by_hand(name, key):
     return entropix.parle(lr, gamma=entropix.scoping(0.02, 0.01, end_value=0.9), rho=rho,
                           axis_name="replica", data_axis_name="batch", inner_steps=3,
                           inner_lr=0.05, noise=1e-3, alpha=0.5, key=key, momentum=0.8,
-                          weight_decay=0.01, unroll=2)
+                          weight_decay=0.01, unroll=2, inner_momentum=0.6,
+                          reset_inner_momentum=False)
   if name == "heat":
     sigma = optax.exponential_decay(0.03, 1, 1.01**-0.5)
     return entropix.heat(lr, sigma=sigma, samples=3, key=key, **common)
@@ -86,14 +87,16 @@ def test_the_factory_builds_the_optimizer_the_config_describes(name):
     def step(s, p):
       updates, s = tx.update(grad_fn(p, 0), s, p, grad_fn=grad_fn)
       return s, optax.apply_updates(p, updates)
-    # One device, one replica: both axes bound (elastic-sgd and parle use "replica").
-    lead = lambda t: jax.tree.map(lambda x: x[None, None], t)
-    state, p = lead(tx.init(params)), lead(params)
+    # One device, two replicas apart (so that the elastic pull shows): both
+    # axes bound (elastic-sgd and parle use "replica").
+    starts = [params, jax.tree.map(lambda w: 0.5 - w, params)]
+    lead = lambda ts: jax.tree.map(lambda *xs: jnp.stack(xs)[None], *ts)
+    state, p = lead([tx.init(x) for x in starts]), lead(starts)
     for _ in range(count):  # (a kept inner buffer shows from the second update)
       state, p = jax.pmap(jax.vmap(step, axis_name="replica"), axis_name="batch")(state, p)
     return p
 
   got = first_updates(optimizers.make_optimizer(config, 10.0, key, "batch"))
   want = first_updates(optax.with_extra_args_support(_by_hand(name, key)))
-  assert jnp.all(got["w"] != params["w"])
+  assert jnp.all(got["w"][0, 0] != params["w"])
   assert jnp.allclose(got["w"], want["w"], rtol=1e-6, atol=0), name

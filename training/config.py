@@ -167,6 +167,7 @@ class Parle:
   inner_lr: float
   noise: float
   alpha: float
+  inner_momentum: float  # Nesterov momentum of the inner loop, kept across updates
 
   @property
   def backprops_per_update(self) -> int:
@@ -394,6 +395,9 @@ def build_config(**flags: Any) -> Config:
   for low, high in (("rho", "rho_max"), ("gamma", "gamma_max")):
     if high in own and value[high] < value[low]:
       raise ConfigError(f"{flag(high)} {value[high]!r}: must be >= {flag(low)} {value[low]!r}")
+  if cls in REPLICATED and "scoping" not in given:  # Parle's gdot, at this batch and data
+    train = settings.TRAIN_EXAMPLES[model] - (value["validation_split"] or 0)
+    value["scoping"] = settings.PARLE_GDOT * value["batch_size"] / max(train, 1)
   value.update({k: float(v) for k, v in value.items() if k in _NUMBERS})
   if value["seed"] >= 2**32:
     _refuse("seed", value["seed"], "< 2**32")

@@ -113,7 +113,7 @@ def check_process_flags(coordinator: str, num_processes: int | None, process_id:
   if coordinator == "auto":
     if num_processes is not None or process_id is not None:
       raise ValueError("--coordinator auto finds --num-processes and --process-id itself: "
-                       "leave them out")
+                       "leave them (and $JAX_NUM_PROCESSES, $JAX_PROCESS_ID) out")
     return
   if num_processes is None or process_id is None:
     raise ValueError("--coordinator needs --num-processes and --process-id")
@@ -162,14 +162,23 @@ class _Watch(NamedTuple):
 _watch: _Watch | None = None  # set by watch_processes
 
 
+_unreachable_since: list[float] = []  # when asking the coordinator first failed, if it does
+
+
 def _dead_processes() -> tuple[str, str] | None:
-  """(which processes, why) when the coordination service misses one; else None."""
+  """(which processes, why) when the coordination service misses one, or has
+  not answered for the heartbeat timeout; else None."""
   assert _watch is not None
   everyone = list(range(_watch.num_processes))
   try:
     live = distributed.global_state.client.get_live_nodes(everyone)
-  except Exception as e:  # noqa: BLE001: the coordinator is gone
+  except Exception as e:  # noqa: BLE001: the coordinator is gone, or one RPC failed
+    if not _unreachable_since:
+      _unreachable_since.append(time.monotonic())
+    if time.monotonic() - _unreachable_since[0] < _watch.heartbeat_timeout_s:
+      return None  # a passing failure is not a death
     return "0 (the coordinator)", f"{type(e).__name__}: {e}"
+  _unreachable_since.clear()
   dead = ", ".join(str(p) for p in everyone if p not in live)
   return (dead, f"no heartbeat for {_watch.heartbeat_timeout_s} s") if dead else None
 
@@ -219,6 +228,9 @@ def exit_if_a_process_died() -> None:
   before the coordination service notices: wait for it); returns otherwise."""
   if _watch is None:
     return
+  print(f"train.py: process {jax.process_index()} failed; checking for up to "
+        f"{_watch.heartbeat_timeout_s + 5} s whether another process died first",
+        file=sys.stderr, flush=True)
   deadline = time.monotonic() + _watch.heartbeat_timeout_s + 5
   while time.monotonic() < deadline:
     dead = _dead_processes()

@@ -58,13 +58,14 @@ def build_program(config: Config, dataset: input_pipeline.Dataset,
   if isinstance(config.optimizer, REPLICATED):
     # Replica r starts from its own initialisation, PRNGKey(seed + r) (steps.replica_key).
     replicas = config.replicas
-    copies = [initial_state(jax.random.PRNGKey(config.seed + r)) for r in range(replicas)]
+    copies = [initial_state(jax.random.PRNGKey(s)) for s in steps.replica_seeds(config)]
     state = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *copies)
   else:
     state = initial_state(seed_key)
   parallel = devices.Parallel(devices.run_devices(config.run.devices), config.run.spmd,
                               replicas)
-  n_test, n = dataset.test_images.shape[0], config.run.devices
+  # Each replica evaluates over its own devices: pad for that many.
+  n_test, n = dataset.test_images.shape[0], config.run.devices // config.replicas
   eval_batch = min(settings.EVAL_BATCH, n_test)  # a small test set is not padded to 1000
   pad = -n_test % (steps.eval_rows_per_device(n, eval_batch) * n)
   padded = lambda a: np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
@@ -81,7 +82,7 @@ def build_program(config: Config, dataset: input_pipeline.Dataset,
 def _losses(par: devices.Parallel, out: dict[str, Any]) -> tuple[float, float]:
   """The loss and error of one update (the mean over replicas), on the host
   (this waits for that update)."""
-  return tuple(float(np.mean(v)) for v in par.get_state((out["loss"], out["error"])))
+  return tuple(float(np.ravel(v)[0]) for v in par.get((out["loss"], out["error"])))
 
 
 def _errors(totals: dict[str, Any], n_test: int) -> dict[str, Any]:

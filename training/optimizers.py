@@ -104,6 +104,7 @@ def make_optimizer(
       return entropix.parle(
           lr, **replica_schedules(parle), axis_name=replica_axis, data_axis_name=axis_name,
           inner_steps=parle.inner_steps, inner_lr=parle.inner_lr, noise=parle.noise,
-          alpha=parle.alpha, momentum=config.momentum, weight_decay=config.weight_decay,
+          alpha=parle.alpha, inner_momentum=parle.inner_momentum, reset_inner_momentum=False,
+          momentum=config.momentum, weight_decay=config.weight_decay,
           key=key, unroll=config.run.unroll)
   raise TypeError(f"no optimizer for {config.optimizer!r}")

@@ -64,15 +64,17 @@ OPTIMIZER_DEFAULTS = {
     "heat-uniform": {"inner_steps": 20, "inner_lr": 0.1, "noise": 1e-4, "inner_momentum": 0.9},
     # Parle and Elastic-SGD (REFERENCE.md section 3, the authors' DistributedESGD):
     # gamma = min(0.01 (1 + gdot)^k, 1), rho = min(1 (1 + gdot)^k, 10); L = 25,
-    # inner lr 0.1, no noise, the last iterate; elastic-sgd is L = 0.
+    # inner lr 0.1, no noise, the last iterate, the inner Nesterov 0.9 kept
+    # across updates (its mdw buffer); elastic-sgd is L = 0.
     "elastic-sgd": {"rho": 1.0, "rho_max": 10.0},
     "parle": {"gamma": 0.01, "gamma_max": 1.0, "rho": 1.0, "rho_max": 10.0, "inner_steps": 25,
-              "inner_lr": 0.1, "noise": 0.0, "alpha": 0.0},
+              "inner_lr": 0.1, "noise": 0.0, "alpha": 0.0, "inner_momentum": 0.9},
 }
 
 # Parle's gdot = 0.5 / (minibatches per epoch): 0.5 * 128 / 60,000 = 1.07e-3 on
-# MNIST. The rate of scoping per update for elastic-sgd and parle, at the
-# default batch size (the flag --scoping sets it for another one).
+# MNIST, the rate of scoping per update of elastic-sgd and parle.
+# training.config computes it for the run's batch size and training images
+# (the model's standard training set, less a validation split).
 TRAIN_EXAMPLES = {"mnistfc": 60_000, "lenet": 60_000, "allcnn": 50_000}
 PARLE_GDOT = 0.5
 
@@ -119,11 +121,8 @@ UNROLL_ON_CPU = ("allcnn",)
 
 def defaults(model: str, optimizer: str) -> dict[str, object]:
   """Every default of a (model, optimizer) cell, by flag name."""
-  scoping = SCOPING
-  if optimizer in ("elastic-sgd", "parle"):
-    scoping = PARLE_GDOT * BATCH_SIZE / TRAIN_EXAMPLES[model]
   return {
-      "gamma": GAMMA0[model], "scoping": scoping, **OPTIMIZER_DEFAULTS[optimizer],
+      "gamma": GAMMA0[model], "scoping": SCOPING, **OPTIMIZER_DEFAULTS[optimizer],
       "effective_epochs": PAPER_BUDGET[model, optimizer],
       "batch_size": BATCH_SIZE, "lr": LR, "momentum": MOMENTUM,
       "weight_decay": 0.0 if optimizer == "sgd" else WEIGHT_DECAY[model], "seed": 0,

@@ -87,13 +87,20 @@ def draw_device_rows(
   return carry, lax.dynamic_slice_in_dim(rows, device * local, local, axis=1)
 
 
+def replica_seeds(config: Config) -> list[int]:
+  """Replica r's seed, seed + r: the authors' Parle code seeds replica r so
+  (its own initialisation, data order and dropout). One replica: the seed."""
+  return [config.seed + r for r in range(config.replicas)]
+
+
 def replica_key(config: Config, seed_key: jax.Array) -> jax.Array:
   """The seed key of this device's replica: ``PRNGKey(seed + r)`` for replica r
-  of elastic-sgd and parle (the authors' Parle code seeds replica r with seed
-  + r: its own initialisation, data order and dropout), ``seed_key`` otherwise."""
+  of elastic-sgd and parle, ``seed_key`` otherwise."""
   if not isinstance(config.optimizer, REPLICATED):
     return seed_key
-  return jax.random.PRNGKey(config.seed + lax.axis_index(REPLICA_AXIS))
+  # Built on the host: seed + r may pass int32, which a traced sum would wrap.
+  keys = jnp.stack([jax.random.PRNGKey(s) for s in replica_seeds(config)])
+  return keys[lax.axis_index(REPLICA_AXIS)]
 
 
 def make_train_step(
@@ -139,7 +146,10 @@ def make_train_step(
     params = optax.apply_updates(state.params, updates)
     new = state._replace(step=state.step + 1, params=params, opt_state=opt_state,
                          perm=perm, perm_epoch=perm_epoch)
-    return new, lax.pmean({"loss": loss, "error": error}, AXIS)
+    # The record's loss: over the devices and, with replicas, over them too,
+    # so that the host reads one value without gathering across processes.
+    axes = (AXIS, REPLICA_AXIS) if isinstance(config.optimizer, REPLICATED) else AXIS
+    return new, lax.pmean({"loss": loss, "error": error}, axes)
 
   return step
 
