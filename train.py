@@ -120,13 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
            f"{OPTIMIZER_DEFAULTS['hj-fixed-point']['gamma']:g}; parle "
            f"{OPTIMIZER_DEFAULTS['parle']['gamma']:g}; unless tuned: {_tuned('gamma')})")
   add("--scoping", type=float,
-      help=f"{_users('scoping')}: gamma grows by a factor 1 + SCOPING per update (up to "
-           "1 / inner_lr where there is an inner lr: beyond 2 / inner_lr the inner loop "
+      help=f"{_users('scoping')}: gamma grows by a factor 1 + SCOPING per update (entropy-sgd, "
+           "hj, heat-uniform: up to 1 / inner_lr, beyond 2 / inner_lr the inner loop "
            "diverges); heat: sigma^2 shrinks by it; elastic-sgd, parle: rho and gamma grow by it "
            "up to --rho-max and --gamma-max; 0 turns scoping off "
            f"(default: {SCOPING:g}, the paper's; elastic-sgd and parle: 0.5 / minibatches per "
-           f"epoch at batch {BATCH_SIZE}, as the authors' Parle code: "
-           f"{PARLE_GDOT * BATCH_SIZE / TRAIN_EXAMPLES['lenet']:.3g} on MNIST)")
+           "epoch of the model's training set less --validation-split, as the authors' Parle "
+           f"code: {PARLE_GDOT * BATCH_SIZE / TRAIN_EXAMPLES['lenet']:.3g} on MNIST at batch "
+           f"{BATCH_SIZE})")
   add("--inner-steps", type=int, metavar="L",
       help=f"{_users('inner_steps')}: inner loop length, backprops per update (hj-fixed-point: "
            f"L + 1) (default: {_per_optimizer('inner_steps')})")
