@@ -56,7 +56,8 @@ def summaries(stdout):
 
 
 # Data parallel: the batch axis crosses the processes. Parle with 2 replicas
-# of 2 devices: each process holds one replica, the elastic mean crosses.
+# of 2 devices: each process holds one replica, the elastic mean crosses;
+# stopped half-way and resumed, it must still end where one process does.
 @pytest.mark.parametrize("optimizer, flags", [
     ("entropy-sgd", {}), ("parle", {"replicas": 2}),
 ])
@@ -64,6 +65,9 @@ def test_two_processes_train_like_one_process_with_four_devices(
     tiny, mnist_dir, tmp_path, optimizer, flags):
   workdir = tmp_path / "two"
   extra = [f"--{k}={v}" for k, v in flags.items()]
+  if flags:  # Parle stops half-way and both processes resume (orbax, every replica)
+    two_processes(mnist_dir, workdir, 0.25, "--optimizer", optimizer, *extra)
+    extra.append("--resume")
   out = two_processes(mnist_dir, workdir, 0.5, "--optimizer", optimizer, *extra)
   summary = json.loads(out[0].splitlines()[-1])
   assert summary["devices"] == 4 and summary["effective_epochs"] == 0.5
