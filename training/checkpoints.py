@@ -79,9 +79,12 @@ class Checkpointer:
     changed = sorted(k for k in saved.keys() | now.keys()
                      if k not in RESUMABLE and saved.get(k) != now.get(k))
     if changed:
-      raise ConfigError("--resume: the checkpoint in {} was made with different {}".format(
+      # --replicas defaults to one per device: another device count changes it.
+      hint = (f"; --replicas defaults to one per device: pass --replicas "
+              f"{saved['replicas']} to continue" if "replicas" in changed else "")
+      raise ConfigError("--resume: the checkpoint in {} was made with different {}{}".format(
           workdir, ", ".join(f"{flag(k)} ({saved.get(k)!r}, now {now.get(k)!r})"
-                             for k in changed)))
+                             for k in changed), hint))
     return Saved(latest, saved, meta["data"], meta["history"])
 
   def check_data(self, saved: Saved, data: str) -> None:
