@@ -9,8 +9,8 @@ run is ``python train.py --model M --optimizer O --seed S`` with train.py's
 defaults (the paper's budget of the cell, the settings of
 ``training/settings.py``), one device, in its own workdir under
 ``runs/table1/`` (git-ignored). The first seed of every cell runs before any
-second seed, so each cell can be checked against the paper early, and within
-a seed Table 1's columns run before the text's forms.
+second seed, so each cell can be checked against the paper early; then
+Table 1's columns run their other seeds, and the text's forms theirs last.
 
 As each run finishes its record (summary and curve) goes into
 ``results/table1_runs.json``, and ``results/table1.json`` and
@@ -74,16 +74,20 @@ TEXT_FORMS = ("hj", "heat")
 
 
 def runs(models, optimizers, seeds=None):
-  """(name, model, optimizer, seed): every cell's first seed, then the second, ...
+  """(name, model, optimizer, seed): every cell's first seed, then the rest.
 
-  Within a seed, Table 1's columns (all models) come before the text's
-  forms. ``seeds`` replaces every cell's number of seeds when given.
+  After the first seed of every cell (Table 1's columns before the text's
+  forms), Table 1's columns run their other seeds (all second seeds before
+  any third), then the text's forms theirs. ``seeds`` replaces every cell's number of seeds when given.
   """
   count = {o: seeds or SEEDS[o] for o in optimizers}
-  groups = ([o for o in optimizers if o not in TEXT_FORMS],
-            [o for o in optimizers if o in TEXT_FORMS])
-  return [(f"{m}-{o}-seed{s}", m, o, s) for s in range(max(count.values()))
-          for group in groups for m in models for o in group if s < count[o]]
+  table = [o for o in optimizers if o not in TEXT_FORMS]
+  text = [o for o in optimizers if o in TEXT_FORMS]
+  # The targets are Table 1's: its columns' further seeds before the text's.
+  order = [(0, table), (0, text)] + [(s, group) for group in (table, text)
+                                     for s in range(1, max(count.values()))]
+  return [(f"{m}-{o}-seed{s}", m, o, s) for s, group in order
+          for m in models for o in group if s < count[o]]
 
 
 def first_reaching(curve, target):
