@@ -77,3 +77,18 @@ def test_every_file_readme_and_the_code_cite_is_in_the_repository():
   missing = [c for c in cited if not any((ROOT / d / c).exists() for d in folders)]
   assert cited and not missing, missing
   assert "docs/conventions.md" in cited
+
+
+def test_readme_results_table_is_the_one_the_runs_wrote():
+  # README's Table 1 is pasted from results/table1.md: a stale copy would
+  # publish numbers the records no longer give.
+  table = (ROOT / "results" / "table1.md").read_text().strip()
+  readme = (ROOT / "README.md").read_text()
+  header = table.splitlines()[0]
+  assert header in readme, "README has no Table 1 (results/table1.md's header row)"
+  start = readme.index(header)
+  end = readme.find("\n\n", start)
+  pasted = readme[start:end if end != -1 else len(readme)].strip()
+  assert pasted == table, (
+      "README's Results table differs from results/table1.md: paste the file's "
+      "table in (python benchmarks/reproduce_table1.py --tables writes it)")
