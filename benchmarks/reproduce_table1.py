@@ -78,7 +78,8 @@ def runs(models, optimizers, seeds=None):
 
   After the first seed of every cell (Table 1's columns before the text's
   forms), Table 1's columns run their other seeds (all second seeds before
-  any third), then the text's forms theirs. ``seeds`` replaces every cell's number of seeds when given.
+  any third), then the text's forms theirs. ``seeds`` replaces every cell's
+  number of seeds when given.
   """
   count = {o: seeds or SEEDS[o] for o in optimizers}
   table = [o for o in optimizers if o not in TEXT_FORMS]
