@@ -23,11 +23,17 @@ two at once, each pinned to its own core (``--no-pin`` on a GPU machine).
 To try the script, give train.py flags after ``--`` and another
 ``--results``: they go to every run (``-- --effective-epochs 1``).
 
+Several runners may share one results folder (the MNIST cells here, the
+All-CNN row on a GPU machine, or other cells beside a running one): each
+lands a run by reading the records again under a lock, so none overwrites
+another's. Give them different cells: a run is one workdir.
+
 Run: python benchmarks/reproduce_table1.py [--jobs 2] [--models ...] [--optimizers ...]
 """
 
 import argparse
 import datetime
+import fcntl
 import json
 import pathlib
 import statistics
@@ -94,6 +100,35 @@ def runs(models, optimizers, seeds=None):
 def first_reaching(curve, target):
   """The first effective epoch at which the curve's error is <= target, or None."""
   return next((r["effective_epochs"] for r in curve if r["val_error"] <= target), None)
+
+
+def land(folder: pathlib.Path, name: str, record: dict) -> dict:
+  """Adds one finished run to ``folder``'s records and writes the tables again.
+
+  The records are read again under an exclusive lock, so that runners
+  sharing the folder keep each other's runs; each file is replaced whole.
+  Returns all the records.
+  """
+  runs_file = folder / "table1_runs.json"
+  with open(folder / ".table1.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    records = json.loads(runs_file.read_text()) if runs_file.is_file() else {}
+    records[name] = record
+    _write(runs_file, json.dumps(records, indent=1) + "\n")
+    _write_tables(folder, records)
+  return records
+
+
+def _write(path, text):
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text(text)
+  tmp.replace(path)  # whole or not at all
+
+
+def _write_tables(folder, records):
+  cells, markdown = tables(records)
+  _write(folder / "table1.json", json.dumps({"cells": cells}, indent=1) + "\n")
+  _write(folder / "table1.md", markdown)
 
 
 def tables(records):
@@ -173,22 +208,12 @@ def main(argv: list[str] | None = None) -> None:
   todo = [r for r in runs(args.models, args.optimizers, args.seeds) if r[0] not in records]
   meta = {name: (model, optimizer, seed) for name, model, optimizer, seed in todo}
 
-  def write(path, text):
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)  # whole or not at all
-
-  def write_tables():
-    cells, markdown = tables(records)
-    write(folder / "table1.json", json.dumps({"cells": cells}, indent=1) + "\n")
-    write(folder / "table1.md", markdown)
-
   if args.tables:
-    write_tables()
+    _write_tables(folder, records)
     return
   def on_done(done):
     model, optimizer, seed = meta[done.job.name]
-    records[done.job.name] = {
+    record = {
         "model": model, "optimizer": optimizer, "seed": seed,
         "command": "python train.py " + " ".join(done.job.flags),
         "val_error": done.summary["val_error"] if done.summary else None,
@@ -199,9 +224,8 @@ def main(argv: list[str] | None = None) -> None:
                    if k in r} for r in done.curve],
         "machine": machine(), "date": datetime.date.today().isoformat(),
     }
-    write(runs_file, json.dumps(records, indent=1) + "\n")
-    write_tables()
-    print(done.job.name, records[done.job.name]["val_error"], flush=True)
+    land(folder, done.job.name, record)
+    print(done.job.name, record["val_error"], flush=True)
 
   data_dir = args.data_dir
   if data_dir and data_dir != "tfds":  # train.py runs from the repository root

@@ -99,3 +99,17 @@ def test_the_gpu_script_refuses_a_folder_without_cifar10(tmp_path):
   script = subprocess.run(["bash", str(ROOT / "benchmarks" / "reproduce_allcnn.sh"),
                            str(tmp_path)], capture_output=True, text=True)
   assert script.returncode == 2 and f"{tmp_path}: no data_batch_1.bin" in script.stderr
+
+
+def test_runners_sharing_a_results_folder_keep_each_others_runs(table1, tmp_path):
+  # A runner lands its first run; another, started on other cells, lands
+  # one; the first lands its second: all three stay, and the tables count
+  # them all.
+  table1.land(tmp_path, "a", _record("entropy-sgd", 0, [1.2, 1.10]))
+  table1.land(tmp_path, "b", _record("sgd", 0, [1.3, 1.15]))
+  records = table1.land(tmp_path, "c", _record("entropy-sgd", 1, [1.2, 1.12]))
+  assert sorted(records) == sorted(json.loads((tmp_path / "table1_runs.json").read_text()))
+  assert sorted(records) == ["a", "b", "c"]
+  cells = json.loads((tmp_path / "table1.json").read_text())["cells"]
+  assert [(c["optimizer"], c["seeds"]) for c in cells] == [("entropy-sgd", [0, 1]), ("sgd", [0])]
+  assert not list(tmp_path.glob("*.tmp"))
