@@ -19,9 +19,10 @@ of each seed's lowest reading, and the effective epoch at which each curve
 first reaches the paper's number) are written again from all finished runs.
 The final error is the one to compare: the lowest reading is picked on the
 test set, and is there because the paper's "@E" (SGD's @194 on mnistfc) may
-be where each run was best rather than where it ended. Stop it at any moment: finished runs
-are skipped, a half-done one continues with ``--resume``. ``--jobs 2`` runs
-two at once, each pinned to its own core (``--no-pin`` on a GPU machine).
+be where each run was best rather than where it ended. Stop it at any
+moment: finished runs are skipped, a half-done one continues with
+``--resume``. ``--jobs 2`` runs two at once, each pinned to its own core
+(``--no-pin`` on a GPU machine).
 
 To try the script, give train.py flags after ``--`` and another
 ``--results``: they go to every run (``-- --effective-epochs 1``).
@@ -112,14 +113,18 @@ def land(folder: pathlib.Path, name: str, record: dict) -> dict:
   sharing the folder keep each other's runs; each file is replaced whole.
   Returns all the records.
   """
-  runs_file = folder / "table1_runs.json"
   with open(folder / ".table1.lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-    records = json.loads(runs_file.read_text()) if runs_file.is_file() else {}
+    records = _records(folder)
     records[name] = record
-    _write(runs_file, json.dumps(records, indent=1) + "\n")
+    _write(folder / "table1_runs.json", json.dumps(records, indent=1) + "\n")
     _write_tables(folder, records)
   return records
+
+
+def _records(folder):
+  runs_file = folder / "table1_runs.json"
+  return json.loads(runs_file.read_text()) if runs_file.is_file() else {}
 
 
 def _write(path, text):
@@ -212,8 +217,7 @@ def main(argv: list[str] | None = None) -> None:
   cores = _jobs.check_jobs(args.jobs)
   folder = pathlib.Path(args.results)
   folder.mkdir(parents=True, exist_ok=True)
-  runs_file = folder / "table1_runs.json"
-  records = json.loads(runs_file.read_text()) if runs_file.is_file() else {}
+  records = _records(folder)
   todo = [r for r in runs(args.models, args.optimizers, args.seeds) if r[0] not in records]
   meta = {name: (model, optimizer, seed) for name, model, optimizer, seed in todo}
 
