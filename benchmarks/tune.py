@@ -21,6 +21,12 @@ stopped at any moment and started again: finished trials are skipped, a
 half-done one continues with ``--resume``. ``--jobs 2`` runs two trials at
 once, each pinned to its own core with ``taskset``.
 
+A second search, at a cell's full budget, changes the grid and the seeds:
+``--budget 120 --grid lr=0.03,0.1,0.3 --grid gamma=1e-4,1e-3,1e-2 --seeds 2``
+runs every setting with seeds 0 and 1 and ranks the settings by their mean
+(the standard error then shrinks with the number of seeds). Give it its own
+``--out``: budgets, grids and seeds are not mixed in one file.
+
 Run: python benchmarks/tune.py [--jobs 2] [--models mnistfc lenet] [--optimizers ...]
 """
 
@@ -30,6 +36,7 @@ import itertools
 import json
 import math
 import pathlib
+import statistics
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -54,8 +61,11 @@ GRID = {
 ORDER = ("entropy-sgd", "sgd", "hj-fixed-point", "heat-uniform", "hj", "heat")
 
 
-def trials(models, optimizers):
-  """(name, model, optimizer, {flag: value}) in the order they run."""
+def trials(models, optimizers, seeds=1):
+  """(name, model, optimizer, {flag: value}, seed) in the order they run.
+
+  Seed 0 keeps the name it had before seeds were added (no suffix).
+  """
   out = []
   for model in models:
     for optimizer in [o for o in ORDER if o in optimizers]:
@@ -63,81 +73,133 @@ def trials(models, optimizers):
       for values in itertools.product(*(GRID[optimizer][k] for k in keys)):
         flags = {k: v for k, v in zip(keys, values) if v is not None}
         name = "-".join([model, optimizer, *(f"{k}{v:g}" for k, v in flags.items())])
-        out.append((name, model, optimizer, flags))
+        out += [(name + (f"-seed{seed}" if seed else ""), model, optimizer, flags, seed)
+                for seed in range(seeds)]
   return out
 
 
-def flags_of(model, optimizer, flags):
+def pending(records, all_trials):
+  """The trials not in ``records``, seed-major: a search stopped early has
+  every setting's first seed."""
+  return sorted((t for t in all_trials if t[0] not in records), key=lambda t: t[4])
+
+
+def parse_grid(items: list[str], optimizers: list[str]) -> dict[str, list[float]]:
+  """``["lr=0.03,0.1", ...]`` to ``{"lr": [0.03, 0.1]}``; SystemExit names a bad item."""
+  grid = {}
+  for item in items:
+    key, _, values = item.partition("=")
+    try:
+      grid[key] = [float(v) for v in values.split(",")]
+    except ValueError:
+      sys.exit(f"--grid {item!r}: want KEY=V1,V2,... with numbers")
+    for optimizer in optimizers:
+      if key not in GRID[optimizer]:
+        sys.exit(f"--grid {item!r}: {optimizer} tunes {sorted(GRID[optimizer])}, not {key!r}")
+  return grid
+
+
+def flags_of(model, optimizer, flags, seed=0):
   args = ["--model", model, "--optimizer", optimizer, "--effective-epochs", str(BUDGET[model]),
-          "--validation-split", str(VALIDATION), "--seed", "0", "--devices", "1"]
+          "--validation-split", str(VALIDATION), "--seed", str(seed), "--devices", "1"]
   for key, value in flags.items():
     args += ["--" + key.replace("_", "-"), repr(value)]
   return args
 
 
 def choose(records, all_trials):
-  """Per cell whose trials are all done: the lowest final validation error."""
+  """Per cell whose trials are all done: the lowest final validation error.
+
+  The earliest setting in GRID order within one standard error of the lowest
+  is chosen. With one seed that error is the binomial one of 10,000 images.
+  With several seeds a setting's error is its seeds' mean, a setting any of
+  whose seeds diverged is out, and the standard error is the seeds' spread
+  (their standard deviation pooled over the settings, over sqrt(seeds)): all
+  settings are scored on the same images, so the binomial error is common to
+  them and does not separate them; the seed does.
+  """
   chosen = {}
   for (model, optimizer), group in itertools.groupby(all_trials, key=lambda t: t[1:3]):
     group = list(group)
     if not all(name in records for name, *_ in group):
       continue
-    finished = [t for t in group if not records[t[0]]["diverged"]]
+    settings = {}  # flags -> the setting's trials, in GRID order
+    for t in group:
+      settings.setdefault(json.dumps(t[3], sort_keys=True), []).append(t)
+    finished = [ts for ts in settings.values()
+                if not any(records[t[0]]["diverged"] for t in ts)]
     if not finished:
       chosen[f"{model}/{optimizer}"] = {"trial": None, "note": "every trial diverged"}
       continue
-    error = lambda t: records[t[0]]["val_error"]
-    lowest = min(error(t) for t in finished) / 100
-    standard_error = 100 * math.sqrt(lowest * (1 - lowest) / VALIDATION)
-    best = next(t for t in finished if error(t) <= 100 * lowest + standard_error)
-    chosen[f"{model}/{optimizer}"] = {"trial": best[0], **best[3],
-                                      "val_error": records[best[0]]["val_error"]}
+    errors = [[records[t[0]]["val_error"] for t in ts] for ts in finished]
+    means = [statistics.fmean(e) for e in errors]
+    seeds = len(errors[0])
+    if seeds > 1:
+      standard_error = math.sqrt(statistics.fmean(statistics.variance(e) for e in errors) / seeds)
+    else:
+      lowest = min(means) / 100
+      standard_error = 100 * math.sqrt(lowest * (1 - lowest) / VALIDATION)
+    i = next(i for i, m in enumerate(means) if m <= min(means) + standard_error)
+    chosen[f"{model}/{optimizer}"] = {"trial": finished[i][0][0], **finished[i][0][3],
+                                      "val_error": round(means[i], 4),
+                                      **({"standard_error": round(standard_error, 4)}
+                                         if seeds > 1 else {})}
   return chosen
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--jobs", type=int, default=1, help="trials at once, one core each")
   parser.add_argument("--models", nargs="+", default=list(BUDGET), choices=list(BUDGET))
   parser.add_argument("--optimizers", nargs="+", default=list(ORDER), choices=list(ORDER))
   parser.add_argument("--out", default=str(ROOT / "results" / "tuning.json"))
   parser.add_argument("--budget", type=float, metavar="E",
-                      help="effective epochs per trial for every model, to try the script "
+                      help="effective epochs per trial for every model "
                            "(default: BUDGET; do not mix budgets in one --out)")
-  args = parser.parse_args()
+  parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                      help="the values to try for KEY instead of GRID's, for every optimizer "
+                           "chosen (repeatable)")
+  parser.add_argument("--seeds", type=int, default=1, help="seeds 0 .. N-1 for every setting")
+  args = parser.parse_args(argv)
+  if args.seeds < 1:
+    parser.error(f"--seeds {args.seeds}: want >= 1")
   if args.budget:
     BUDGET.update({model: args.budget for model in BUDGET})
+  grid = parse_grid(args.grid, args.optimizers)
+  for optimizer in args.optimizers:
+    GRID[optimizer] = {**GRID[optimizer], **grid}
   cores = _jobs.check_jobs(args.jobs)
   out = pathlib.Path(args.out)
   result = json.loads(out.read_text()) if out.is_file() else {}
   records = result.get("trials", {})
-  todo = [t for t in trials(args.models, args.optimizers) if t[0] not in records]
-  cells = {name: (model, optimizer, flags) for name, model, optimizer, flags in todo}
+  todo = pending(records, trials(args.models, args.optimizers, args.seeds))
+  cells = {name: (model, optimizer, flags, seed) for name, model, optimizer, flags, seed in todo}
 
   def save():
     result.update({
         "what": "train.py runs on a validation split; see benchmarks/tune.py",
         "validation_split": VALIDATION, "budget_effective_epochs": BUDGET, "grid": GRID,
-        "machine": machine(), "trials": records,
-        "chosen": choose(records, trials(list(BUDGET), list(ORDER))),
+        "seeds": args.seeds, "machine": machine(), "trials": records,
+        "chosen": choose(records, trials(list(BUDGET), list(ORDER), args.seeds)),
     })
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(out)  # at once and whole: a stop keeps every finished trial
 
   def on_done(done):
     name = done.job.name
-    model, optimizer, flags = cells[name]
+    model, optimizer, flags, seed = cells[name]
     if done.summary is None:
       print(f"{name}: stopped: {done.error}", flush=True)
     records[name] = {
-        "model": model, "optimizer": optimizer, "flags": flags,
+        "model": model, "optimizer": optimizer, "flags": flags, "seed": seed,
         "val_error": done.summary["val_error"] if done.summary else None,
         "diverged": done.summary is None,
         "best_val_error": min(r["val_error"] for r in done.curve),
         "effective_epochs": done.curve[-1]["effective_epochs"],
         "process_wall_s": done.wall_s,
-        "curve": [{k: r[k] for k in ("effective_epochs", "val_error", "val_loss")}
+        "curve": [{k: r[k] for k in ("effective_epochs", "val_error", "val_loss", "train_loss")}
                   for r in done.curve],
         "date": datetime.date.today().isoformat(),
     }
