@@ -127,6 +127,14 @@ def _records(folder):
   return json.loads(runs_file.read_text()) if runs_file.is_file() else {}
 
 
+def run_config(workdir: pathlib.Path) -> dict:
+  """The settings a run trained with (its workdir's config.json), less the
+  40-step lr schedule and the flags of the run's process: the command names
+  train.py's defaults, and those change when a cell is tuned again."""
+  config = json.loads((workdir / "config.json").read_text())
+  return {k: v for k, v in config.items() if k not in ("lr_schedule", "progress", "resume")}
+
+
 def _write(path, text):
   tmp = path.with_suffix(".tmp")
   tmp.write_text(text)
@@ -235,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         "wall_s": done.summary["wall_s"] if done.summary else done.wall_s,
         "curve": [{k: r[k] for k in ("effective_epochs", "val_error", "val_loss", "train_loss")
                    if k in r} for r in done.curve],
+        "config": run_config(done.job.workdir),
         "machine": machine(), "date": datetime.date.today().isoformat(),
     }
     land(folder, done.job.name, record)

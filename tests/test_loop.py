@@ -80,7 +80,9 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tiny, fast, tmp_path):
   assert a.history == b.history
   c = training.train_and_evaluate(tiny(optimizer="entropy-sgd", noise=1e-3, seed=1,
                                        **fast["entropy-sgd"]), tmp_path / "c")
-  assert c.history[-1]["val_loss"] != a.history[-1]["val_loss"]
+  # The training loss (a mean over the run's updates): the 64 test images'
+  # loss can reach 0.0 in float32 from either seed.
+  assert c.history[-1]["train_loss"] != a.history[-1]["train_loss"]
 
 
 def test_config_json_holds_every_flag_and_rebuilds_the_config(tiny, tmp_path):

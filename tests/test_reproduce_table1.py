@@ -80,6 +80,9 @@ def test_allcnn_smoke_run_lands_in_the_tables_and_is_not_run_twice(table1, cifar
   assert cell["paper"] == [7.94, 0.06]
   runs = json.loads((tmp_path / "table1_runs.json").read_text())
   assert "--data-dir" in runs["allcnn-sgd-seed0"]["command"]
+  config = runs["allcnn-sgd-seed0"]["config"]  # what it ran with, defaults included
+  assert (config["batch_size"], config["lr"], config["weight_decay"]) == (8, 0.1, 0.0)
+  assert "lr_schedule" not in config
   assert "| allcnn | sgd |" in (tmp_path / "table1.md").read_text()
   # The GPU script, started on the same folders, finds the run finished and
   # leaves everything as it was.
