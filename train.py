@@ -51,7 +51,7 @@ import input_pipeline
 import models
 import training
 import training.devices
-from training.config import INPUT_SCALINGS, OPTIMIZERS, SPMD, flag
+from training.config import INPUT_SCALINGS, OPTIMIZERS, PARAM_INITS, SPMD, flag
 from training.settings import (BATCH_SIZE, EVAL_EVERY, GAMMA0, LR, OPTIMIZER_DEFAULTS,
                                PAPER_BUDGET, PARLE_GDOT, SCOPING, TRAIN_EXAMPLES, TUNED,
                                WEIGHT_DECAY)
@@ -184,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
   add("--input-scaling", default="raw", choices=INPUT_SCALINGS,
       help="MNIST pixels: raw 0..255 as the paper ('no pre-processing'), or centered "
            "(x - 126) / 126 as the authors' Lua code (default: %(default)s)")
+  add("--param-init", default="flax", choices=PARAM_INITS,
+      help="parameter initialisation: Flax's defaults, or pytorch-legacy, PyTorch 0.x's as the "
+           "authors' Table-1 code ran (weights and biases U(+-1/sqrt(fan_in)), BatchNorm scale "
+           "U(0, 1)) (default: %(default)s)")
   add("--spmd", choices=SPMD,
       help="run the per-device step under jax.pmap or jax.shard_map (default: pmap; "
            "shard_map for elastic-sgd and parle, whose replicas x devices are two axes)")

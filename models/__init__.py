@@ -16,6 +16,7 @@ from collections.abc import Callable
 import flax.linen as nn
 
 from models.allcnn import AllCNN
+from models.layers import INITS, check_init
 from models.lenet import LeNet
 from models.mnistfc import MnistFC
 
@@ -34,11 +35,17 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
 }
 
 
-def create(name: str, *, axis_name: str | None = None) -> nn.Module:
-  """The network registered as ``name`` (mnistfc, lenet or allcnn)."""
+def create(name: str, *, axis_name: str | None = None, param_init: str = "flax") -> nn.Module:
+  """The network registered as ``name`` (mnistfc, lenet or allcnn), initialised as ``param_init``.
+
+  ``param_init`` is one of :data:`INITS`: ``"flax"`` (Flax's defaults) or
+  ``"pytorch-legacy"`` (PyTorch 0.x's, which the authors' code ran on:
+  weights and biases U(+-1 / sqrt(fan_in)), BatchNorm scale U(0, 1)).
+  """
   if name not in REGISTRY:
     raise ValueError(f"unknown model {name!r}; choose one of {sorted(REGISTRY)}")
-  return REGISTRY[name](axis_name=axis_name)
+  check_init(param_init)
+  return REGISTRY[name](axis_name=axis_name, param_init=param_init)
 
 
-__all__ = ["INPUT_SHAPES", "AllCNN", "LeNet", "MnistFC", "REGISTRY", "create"]
+__all__ = ["INITS", "INPUT_SHAPES", "AllCNN", "LeNet", "MnistFC", "REGISTRY", "create"]

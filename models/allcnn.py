@@ -9,7 +9,7 @@ global mean pool. Every conv: 3x3, padding 1 (the 1x1: none), bias, BN, ReLU
 import flax.linen as nn
 import jax
 
-from models.layers import norm_and_dropout
+from models.layers import layer_init, norm_and_dropout
 
 
 class AllCNN(nn.Module):
@@ -18,20 +18,24 @@ class AllCNN(nn.Module):
   Attributes:
     axis_name: device axis the batch is split over: BatchNorm averages its
       statistics over it, dropout masks follow each example's global position.
+    param_init: parameter initialisation, one of ``models.layers.INITS``: Flax's
+      defaults, or "pytorch-legacy", those of the authors' PyTorch 0.x code.
   """
 
   axis_name: str | None = None
+  param_init: str = "flax"
 
   @nn.compact
   def __call__(
       self, x: jax.Array, *, train: bool, dropout: bool | None = None
   ) -> jax.Array:
     """Logits; ``train`` selects batch statistics, ``dropout`` (default: ``train``) the masks."""
-    norm, drop = norm_and_dropout(train, dropout, self.axis_name)
+    norm, drop = norm_and_dropout(train, dropout, self.axis_name, self.param_init)
 
     def conv_bn(x, features, kernel=3, stride=1):
       pad = 1 if kernel == 3 else 0
-      x = nn.Conv(features, (kernel, kernel), strides=stride, padding=pad)(x)
+      x = nn.Conv(features, (kernel, kernel), strides=stride, padding=pad,
+                  **layer_init(self.param_init, kernel * kernel * x.shape[-1]))(x)
       return nn.relu(norm()(x))
 
     x = drop(x, 0.2)

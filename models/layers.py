@@ -12,16 +12,60 @@ from jax import lax
 # (PyTorch's momentum 0.1). The evaluation inverts it to read a batch's statistics.
 BN_MOMENTUM = 0.9
 
+# The initialisations a network can start from (its ``param_init`` attribute).
+# "flax": Flax's defaults. "pytorch-legacy": the defaults of PyTorch before
+# 1.0, which the authors' Table-1 code (PyTorch 0.x, 2017) ran on.
+INITS = ("flax", "pytorch-legacy")
 
-def batch_norm(train: bool, axis_name: str | None) -> nn.BatchNorm:
+
+def check_init(init: str) -> None:
+  """Raises ValueError naming ``init`` unless it is one of :data:`INITS`."""
+  if init not in INITS:
+    raise ValueError(f"init {init!r}: unknown; choose one of {list(INITS)}")
+
+
+def layer_init(init: str, fan_in: int) -> dict[str, Callable[..., jax.Array]]:
+  """``kernel_init`` and ``bias_init`` for an ``nn.Dense`` or ``nn.Conv`` of ``fan_in`` inputs.
+
+  ``"flax"``: nothing, so Flax's defaults (kernel LeCun normal, Var = 1 /
+  fan_in; bias 0). ``"pytorch-legacy"``: ``nn.Linear``'s and ``nn.Conv2d``'s
+  ``reset_parameters`` in PyTorch 0.x, kernel and bias both U(-b, b) with
+  b = 1 / sqrt(fan_in) (Var = 1 / (3 fan_in)); fan_in = kh * kw * C_in for a
+  convolution.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> dense = nn.Dense(3, **layer_init("pytorch-legacy", 4))
+    >>> params = dense.init(jax.random.key(0), jnp.ones((1, 4)))["params"]
+    >>> bool(jnp.abs(params["bias"]).max() <= 0.5)  # b = 1 / sqrt(4)
+    True
+  """
+  check_init(init)
+  if init == "flax":
+    return {}
+  bound = 1.0 / math.sqrt(fan_in)
+  return {
+      # variance_scaling's uniform draws U(-sqrt(3 scale / fan_in), +...): scale 1/3 gives b.
+      "kernel_init": nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+      "bias_init": lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+          key, shape, dtype, -bound, bound),
+  }
+
+
+def batch_norm(train: bool, axis_name: str | None, init: str = "flax") -> nn.BatchNorm:
   """BatchNorm with PyTorch's defaults (momentum 0.1 there is 0.9 here, eps 1e-5).
 
   In training it normalises with the batch statistics, reduced over
   ``axis_name`` (the global batch under pmap); in evaluation with the running
-  ones.
+  ones. Its scale starts at 1, or for ``init="pytorch-legacy"`` at U(0, 1)
+  per channel, as PyTorch drew it before 1.0 (pytorch/pytorch#12325 made it
+  1); the bias starts at 0.
   """
+  check_init(init)
+  scale_init = nn.initializers.uniform(1.0) if init == "pytorch-legacy" else nn.initializers.ones
   return nn.BatchNorm(
-      use_running_average=not train, momentum=BN_MOMENTUM, epsilon=1e-5, axis_name=axis_name
+      use_running_average=not train, momentum=BN_MOMENTUM, epsilon=1e-5, axis_name=axis_name,
+      scale_init=scale_init,
   )
 
 
@@ -173,15 +217,16 @@ def patch_conv(
 
 
 def norm_and_dropout(
-    train: bool, dropout: bool | None, axis_name: str | None
+    train: bool, dropout: bool | None, axis_name: str | None, init: str = "flax"
 ) -> tuple[Callable[[], nn.BatchNorm], Callable[[jax.Array, float], jax.Array]]:
   """``(new_norm, drop)``: the BatchNorm and dropout of a network called with ``train``, ``dropout``.
 
-  ``new_norm()`` is a new BatchNorm (batch statistics when ``train``);
+  ``new_norm()`` is a new BatchNorm (batch statistics when ``train``; its
+  scale initialised as ``init`` says, :func:`batch_norm`);
   ``drop(x, rate)`` applies :class:`Dropout` at ``rate`` when ``dropout``
   (default: ``train``). Call them inside the network's ``nn.compact`` method.
   """
   deterministic = not (train if dropout is None else dropout)
-  new_norm = lambda: batch_norm(train, axis_name)
+  new_norm = lambda: batch_norm(train, axis_name, init)
   drop = lambda x, rate: Dropout(rate, axis_name)(x, deterministic=deterministic)
   return new_norm, drop

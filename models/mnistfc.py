@@ -7,7 +7,7 @@
 import flax.linen as nn
 import jax
 
-from models.layers import norm_and_dropout
+from models.layers import layer_init, norm_and_dropout
 
 
 class MnistFC(nn.Module):
@@ -18,23 +18,27 @@ class MnistFC(nn.Module):
       statistics over it, dropout masks follow each example's global position.
     hidden: width of the two hidden layers.
     dropout_rate: dropout rate on the input and hidden layers.
+    param_init: parameter initialisation, one of ``models.layers.INITS``: Flax's
+      defaults, or "pytorch-legacy", those of the authors' PyTorch 0.x code.
   """
 
   axis_name: str | None = None
   hidden: int = 1024
   dropout_rate: float = 0.2
+  param_init: str = "flax"
 
   @nn.compact
   def __call__(
       self, x: jax.Array, *, train: bool, dropout: bool | None = None
   ) -> jax.Array:
     """Logits; ``train`` selects batch statistics, ``dropout`` (default: ``train``) the masks."""
-    norm, drop_at = norm_and_dropout(train, dropout, self.axis_name)
+    norm, drop_at = norm_and_dropout(train, dropout, self.axis_name, self.param_init)
     drop = lambda x: drop_at(x, self.dropout_rate)
     x = x.reshape((x.shape[0], -1))
     x = drop(x)
-    x = norm()(nn.relu(nn.Dense(self.hidden)(x)))
+    dense = lambda features, x: nn.Dense(features, **layer_init(self.param_init, x.shape[-1]))(x)
+    x = norm()(nn.relu(dense(self.hidden, x)))
     x = drop(x)
-    x = drop(nn.relu(nn.Dense(self.hidden)(x)))
+    x = drop(nn.relu(dense(self.hidden, x)))
     x = norm()(x)
-    return nn.Dense(10)(x)
+    return dense(10, x)

@@ -90,6 +90,20 @@ def test_resume_runs_only_the_remaining_updates_and_refuses_changed_flags(
                                 tmp_path / "r")
 
 
+def test_checkpoints_from_before_param_init_resume_as_flax_initialised(tiny, tmp_path):
+  training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=0.5), tmp_path)
+  for meta in (tmp_path / "checkpoints").glob("*/meta/metadata"):  # as written before the flag
+    saved = json.loads(meta.read_text())
+    del saved["config"]["param_init"]
+    meta.write_text(json.dumps(saved))
+  with pytest.raises(training.ConfigError, match=r"--param-init \('flax', now 'pytorch-legacy'\)"):
+    training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=1.0, resume=True,
+                                     param_init="pytorch-legacy"), tmp_path)
+  resumed = training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=1.0, resume=True),
+                                        tmp_path)
+  assert resumed.history[-1]["step"] == 16
+
+
 def test_a_workdir_with_checkpoints_is_never_overwritten(tiny, tmp_path):
   training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=0.5), tmp_path)
   before = (tmp_path / "metrics.jsonl").read_text()

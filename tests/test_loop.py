@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
+import input_pipeline
 import training
+from training import loop
 from training.config import OPTIMIZERS
 
 
@@ -83,6 +85,19 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tiny, fast, tmp_path):
   # The training loss (a mean over the run's updates): the 64 test images'
   # loss can reach 0.0 in float32 from either seed.
   assert c.history[-1]["train_loss"] != a.history[-1]["train_loss"]
+
+
+@pytest.mark.parametrize("param_init", ["flax", "pytorch-legacy"])
+def test_the_network_starts_from_the_param_init_of_the_config(param_init, tiny, mnist_dir):
+  config = tiny(optimizer="sgd", param_init=param_init)
+  dataset, scaling = input_pipeline.load(mnist_dir, config.input_scaling)
+  params = loop.build_program(config, dataset, scaling).state.params
+  bias = np.asarray(params["Dense_0"]["bias"])
+  scale = np.asarray(params["BatchNorm_0"]["scale"])
+  if param_init == "flax":
+    assert not bias.any() and (scale == 1).all()
+  else:  # U(+-1 / sqrt(784)) and U(0, 1)
+    assert 0 < np.abs(bias).max() <= 1 / 28 and scale.max() < 1
 
 
 def test_config_json_holds_every_flag_and_rebuilds_the_config(tiny, tmp_path):

@@ -81,6 +81,46 @@ def test_unknown_model_is_refused_by_name():
     models.create("resnet")
 
 
+def _dense_and_norm_layers(name, param_init):
+  x = jnp.zeros((1, *SHAPES[name]))
+  params = models.create(name, param_init=param_init).init(
+      jax.random.PRNGKey(0), x, train=False)["params"]
+  norms = [p for layer, p in params.items() if layer.startswith("BatchNorm")]
+  return [p for layer, p in params.items() if not layer.startswith("BatchNorm")], norms
+
+
+@pytest.mark.parametrize("name", list(COUNTS))
+def test_flax_init_is_flaxs_defaults(name):
+  # Every recorded run started from this: kernels LeCun normal, biases 0, scales 1.
+  layers, norms = _dense_and_norm_layers(name, "flax")
+  for p in layers:
+    fan_in = np.prod(p["kernel"].shape[:-1])
+    assert float(p["kernel"].std()) * np.sqrt(fan_in) == pytest.approx(1.0, rel=0.1)
+    assert not p["bias"].any()
+  assert all((n["scale"] == 1).all() and not n["bias"].any() for n in norms)
+
+
+@pytest.mark.parametrize("name", list(COUNTS))
+def test_pytorch_legacy_init_draws_as_pytorch_0x(name):
+  # Kernels and biases U(-b, b), b = 1 / sqrt(fan_in); BatchNorm scale U(0, 1), bias 0.
+  layers, norms = _dense_and_norm_layers(name, "pytorch-legacy")
+  for p in layers:
+    bound = 1 / np.sqrt(np.prod(p["kernel"].shape[:-1]))
+    kernel, bias = np.abs(p["kernel"]), np.abs(p["bias"])
+    assert kernel.max() <= bound and kernel.max() > 0.99 * bound
+    assert float(p["kernel"].std()) == pytest.approx(bound / np.sqrt(3), rel=0.1)
+    assert bias.max() <= bound and bias.max() > 0.5 * bound
+  for n in norms:
+    assert 0 <= n["scale"].min() and n["scale"].max() < 1
+    assert float(n["scale"].std()) == pytest.approx(np.sqrt(1 / 12), rel=0.3)
+    assert not n["bias"].any()
+
+
+def test_unknown_param_init_is_refused_by_name():
+  with pytest.raises(ValueError, match="'torch'.*pytorch-legacy"):
+    models.create("lenet", param_init="torch")
+
+
 @pytest.mark.parametrize("rate", [0.2, 0.5])
 def test_dropout_keeps_one_minus_rate_and_rescales_by_it(rate):
   from models.layers import Dropout

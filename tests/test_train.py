@@ -28,7 +28,7 @@ def test_help_documents_every_flag_with_its_default(capsys):
   contract = ["--model", "--optimizer", "--effective-epochs", "--batch-size", "--lr",
               "--lr-schedule", "--gamma", "--scoping", "--inner-steps", "--inner-lr", "--noise",
               "--alpha", "--sigma", "--samples", "--momentum", "--weight-decay", "--seed",
-              "--data-dir", "--workdir", "--resume", "--devices"]
+              "--data-dir", "--workdir", "--resume", "--devices", "--param-init"]
   for action in train.build_parser()._actions:
     if action.option_strings[-1] == "--help":
       continue
@@ -71,6 +71,7 @@ BAD = [
     (["--data-dir", "/no/such/dir"], "/no/such/dir"),
     (["--model", "allcnn"], "needs CIFAR-10"),
     (["--no-such-flag"], "--no-such-flag"),
+    (["--param-init", "torch"], "--param-init: invalid choice: 'torch'"),
 ]
 
 

@@ -75,7 +75,8 @@ class Checkpointer:
                         f"{latest}); pass --resume to continue that run, or choose another "
                         "--workdir")
     meta = self.manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-    saved, now = meta["config"], config.flags()
+    # Checkpoints from before --param-init existed started from Flax's initialisation.
+    saved, now = {"param_init": "flax", **meta["config"]}, config.flags()
     changed = sorted(k for k in saved.keys() | now.keys()
                      if k not in RESUMABLE and saved.get(k) != now.get(k))
     if changed:

@@ -184,6 +184,7 @@ REPLICATED = (ElasticSGD, Parle)
 NO_INNER_LOOP = (SGD, ElasticSGD)
 SPMD = ("pmap", "shard_map")
 INPUT_SCALINGS = ("raw", "centered")
+PARAM_INITS = models.INITS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +218,7 @@ class Config:
   seed: int
   eval_every: float  # effective epochs
   input_scaling: str
+  param_init: str  # parameter initialisation, one of models.INITS
   validation_split: int  # >0: evaluate on the last N training images, train on the rest
   run: RunOptions
 
@@ -258,7 +260,7 @@ FLAGS = (
     "model", "optimizer",
     *dict.fromkeys(f.name for cls in OPTIMIZERS.values() for f in dataclasses.fields(cls)),
     "effective_epochs", "batch_size", "lr", "lr_schedule", "momentum", "weight_decay", "seed",
-    "eval_every", "input_scaling", "validation_split",
+    "eval_every", "input_scaling", "param_init", "validation_split",
     *(f.name for f in dataclasses.fields(RunOptions)),
 )
 
@@ -372,6 +374,7 @@ def build_config(**flags: Any) -> Config:
     raise ConfigError(f"--spmd {spmd}: --optimizer {cls.name} maps replicas x devices, two "
                       "axes, which needs --spmd shard_map (its default)")
   _choice("input_scaling", given.get("input_scaling", "raw"), INPUT_SCALINGS)
+  _choice("param_init", given.get("param_init", "flax"), PARAM_INITS)
 
   own = [f.name for f in dataclasses.fields(cls)]
   for name in given:
@@ -447,7 +450,7 @@ def build_config(**flags: Any) -> Config:
       lr=value["lr"], lr_schedule=schedule, momentum=value["momentum"],
       weight_decay=value["weight_decay"], seed=value["seed"],
       eval_every=value["eval_every"], input_scaling=given.get("input_scaling", "raw"),
-      validation_split=value["validation_split"],
+      param_init=given.get("param_init", "flax"), validation_split=value["validation_split"],
       run=RunOptions(data_dir=str(data_dir), devices=devices,
                      spmd=spmd, unroll=unroll,
                      progress=bool(given.get("progress", True)),

@@ -42,7 +42,7 @@ def build_program(config: Config, dataset: input_pipeline.Dataset,
   """The initial state, the data on the devices and the step and evaluation."""
   num_train = dataset.train_images.shape[0]
   seed_key = jax.random.PRNGKey(config.seed)
-  model = models.create(config.model, axis_name=devices.AXIS)
+  model = models.create(config.model, axis_name=devices.AXIS, param_init=config.param_init)
   tx = optimizers.make_optimizer(config, config.updates_per_epoch(num_train),
                                  jax.random.fold_in(seed_key, 3), devices.AXIS)
   init = jax.jit(model.init, static_argnames="train")  # eager init is slow (2-3 s)
