@@ -21,7 +21,7 @@ INITS = ("flax", "pytorch-legacy")
 def check_init(init: str) -> None:
   """Raises ValueError naming ``init`` unless it is one of :data:`INITS`."""
   if init not in INITS:
-    raise ValueError(f"init {init!r}: unknown; choose one of {list(INITS)}")
+    raise ValueError(f"param_init {init!r}: unknown; choose one of {list(INITS)}")
 
 
 def layer_init(init: str, fan_in: int) -> dict[str, Callable[..., jax.Array]]:

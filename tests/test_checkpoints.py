@@ -92,7 +92,9 @@ def test_resume_runs_only_the_remaining_updates_and_refuses_changed_flags(
 
 def test_checkpoints_from_before_param_init_resume_as_flax_initialised(tiny, tmp_path):
   training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=0.5), tmp_path)
-  for meta in (tmp_path / "checkpoints").glob("*/meta/metadata"):  # as written before the flag
+  metas = list((tmp_path / "checkpoints").glob("*/meta/metadata"))
+  assert metas
+  for meta in metas:  # as written before the flag
     saved = json.loads(meta.read_text())
     del saved["config"]["param_init"]
     meta.write_text(json.dumps(saved))

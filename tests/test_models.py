@@ -110,6 +110,8 @@ def test_pytorch_legacy_init_draws_as_pytorch_0x(name):
     assert kernel.max() <= bound and kernel.max() > 0.99 * bound
     assert float(p["kernel"].std()) == pytest.approx(bound / np.sqrt(3), rel=0.1)
     assert bias.max() <= bound and bias.max() > 0.5 * bound
+    if bias.size >= 96:
+      assert float(p["bias"].std()) == pytest.approx(bound / np.sqrt(3), rel=0.2)
   for n in norms:
     assert 0 <= n["scale"].min() and n["scale"].max() < 1
     assert float(n["scale"].std()) == pytest.approx(np.sqrt(1 / 12), rel=0.3)
