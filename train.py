@@ -5,10 +5,11 @@ The command line only: flags -> ``training.build_config`` ->
 
 ``python train.py`` trains mnistfc with Entropy-SGD on the bundled MNIST for
 the paper's budget of 120 effective epochs; ``python train.py --help`` lists
-every flag with its default. The budget is counted in effective epochs,
-backprops * batch_size / N_train (paper Remark 22): one update of Entropy-SGD
-or HEAT costs L = 20 backprops, of HJ L = 5, of the fixed point (Table 1's HJ)
-L + 1 = 6, of SGD 1.
+every flag with its default. The networks start from the authors'
+initialisation, PyTorch 0.x's defaults (``--param-init flax`` for Flax's).
+The budget is counted in effective epochs, backprops * batch_size / N_train
+(paper Remark 22): one update of Entropy-SGD or HEAT costs L = 20 backprops,
+of HJ L = 5, of the fixed point (Table 1's HJ) L + 1 = 6, of SGD 1.
 
 The step is data parallel over ``--devices`` local devices (axis ``batch``):
 each device holds the whole training set and draws its slice of the global
@@ -53,8 +54,8 @@ import training
 import training.devices
 from training.config import INPUT_SCALINGS, OPTIMIZERS, PARAM_INITS, SPMD, flag
 from training.settings import (BATCH_SIZE, EVAL_EVERY, GAMMA0, LR, OPTIMIZER_DEFAULTS,
-                               PAPER_BUDGET, PARLE_GDOT, SCOPING, TRAIN_EXAMPLES, TUNED,
-                               WEIGHT_DECAY)
+                               PAPER_BUDGET, PARAM_INIT, PARLE_GDOT, SCOPING, TRAIN_EXAMPLES,
+                               TUNED, WEIGHT_DECAY)
 
 
 def _per_model(table: dict[str, float]) -> str:
@@ -184,10 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
   add("--input-scaling", default="raw", choices=INPUT_SCALINGS,
       help="MNIST pixels: raw 0..255 as the paper ('no pre-processing'), or centered "
            "(x - 126) / 126 as the authors' Lua code (default: %(default)s)")
-  add("--param-init", default="flax", choices=PARAM_INITS,
-      help="parameter initialisation: Flax's defaults, or pytorch-legacy, PyTorch 0.x's as the "
-           "authors' Table-1 code ran (weights and biases U(+-1/sqrt(fan_in)), BatchNorm scale "
-           "U(0, 1)) (default: %(default)s)")
+  add("--param-init", default=PARAM_INIT, choices=PARAM_INITS,
+      help="parameter initialisation: pytorch-legacy, PyTorch 0.x's defaults as the authors' "
+           "Table-1 code ran (weights and biases U(+-1/sqrt(fan_in)), BatchNorm scale U(0, 1)), "
+           "or flax, Flax's defaults (default: %(default)s)")
   add("--spmd", choices=SPMD,
       help="run the per-device step under jax.pmap or jax.shard_map (default: pmap; "
            "shard_map for elastic-sgd and parle, whose replicas x devices are two axes)")

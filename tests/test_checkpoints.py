@@ -91,18 +91,21 @@ def test_resume_runs_only_the_remaining_updates_and_refuses_changed_flags(
 
 
 def test_checkpoints_from_before_param_init_resume_as_flax_initialised(tiny, tmp_path):
-  training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=0.5), tmp_path)
+  # Runs from before the flag started from Flax's initialisation, then the only one.
+  training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=0.5, param_init="flax"),
+                              tmp_path)
   metas = list((tmp_path / "checkpoints").glob("*/meta/metadata"))
   assert metas
   for meta in metas:  # as written before the flag
     saved = json.loads(meta.read_text())
     del saved["config"]["param_init"]
     meta.write_text(json.dumps(saved))
+  # Today's default is the authors' initialisation: resuming with it is refused by name.
   with pytest.raises(training.ConfigError, match=r"--param-init \('flax', now 'pytorch-legacy'\)"):
-    training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=1.0, resume=True,
-                                     param_init="pytorch-legacy"), tmp_path)
-  resumed = training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=1.0, resume=True),
-                                        tmp_path)
+    training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=1.0, resume=True),
+                                tmp_path)
+  resumed = training.train_and_evaluate(
+      tiny(optimizer="sgd", effective_epochs=1.0, resume=True, param_init="flax"), tmp_path)
   assert resumed.history[-1]["step"] == 16
 
 

@@ -53,10 +53,10 @@ def test_flags_round_trip_and_exclude_what_an_optimizer_lacks():
   assert "gamma" not in flags and flags["sigma"] == 0.02 and flags["unroll"] == 3
   sgd = cfg.build_config(optimizer="sgd")
   assert cfg.build_config(**sgd.flags()) == sgd
-  legacy = cfg.build_config(param_init="pytorch-legacy")
-  assert cfg.build_config(**legacy.flags()) == legacy and legacy.flags()["param_init"] == (
-      "pytorch-legacy")
-  assert cfg.build_config().param_init == "flax"
+  flax = cfg.build_config(param_init="flax")
+  assert cfg.build_config(**flax.flags()) == flax and flax.flags()["param_init"] == "flax"
+  # The default is what the authors' Table-1 code ran.
+  assert cfg.build_config().param_init == "pytorch-legacy"
   with pytest.raises(cfg.ConfigError, match=r"--param-init 'torch': unknown"):
     cfg.build_config(param_init="torch")
   assert set(flags) <= set(cfg.FLAGS)

@@ -110,6 +110,10 @@ TUNED: dict[tuple[str, str], dict[str, float]] = {
 
 
 BATCH_SIZE = 128  # code and Sec. 7
+# The networks start as the authors' code's did (it sets no initialisation of
+# its own): from PyTorch 0.x's defaults, kernels and biases U(+-1/sqrt(fan_in))
+# and BatchNorm scales U(0, 1) (models.layers). "flax" gives Flax's defaults.
+PARAM_INIT = "pytorch-legacy"  # code
 EVAL_EVERY = 5.0  # effective epochs between evaluations (ours)
 EVAL_BATCH = 1000  # test examples per evaluation batch (ours; any value gives the same numbers)
 
