@@ -7,10 +7,12 @@ each with the four algorithms that produced Table 1's columns
 the two forms the paper's text describes (``hj``, ``heat``: 2 seeds). Every
 run is ``python train.py --model M --optimizer O --seed S`` with train.py's
 defaults (the paper's budget of the cell, the settings of
-``training/settings.py``), one device, in its own workdir under
-``runs/table1/`` (git-ignored). The first seed of every cell runs before any
-second seed, so each cell can be checked against the paper early; then
-Table 1's columns run their other seeds, and the text's forms theirs last.
+``training/settings.py``, the authors' initialisation), one device, in its
+own workdir under ``runs/table1_pytorch_legacy_init/`` (git-ignored; the
+runs from Flax's initialisation were in ``runs/table1/``). The first seed
+of every cell runs before any second seed, so each cell can be checked
+against the paper early; then Table 1's columns run their other seeds, and
+the text's forms theirs last.
 
 As each run finishes its record (summary and curve) goes into
 ``results/table1_runs.json``, and ``results/table1.json`` and
@@ -25,7 +27,10 @@ moment: finished runs are skipped, a half-done one continues with
 (``--no-pin`` on a GPU machine).
 
 To try the script, give train.py flags after ``--`` and another
-``--results``: they go to every run (``-- --effective-epochs 1``).
+``--results``: they go to every run (``-- --effective-epochs 1``). The runs
+start from the authors' initialisation, train.py's default; the earlier
+table from Flax's is ``--results results/flax_init --runs runs/flax_init --
+--param-init flax``.
 
 Several runners may share one results folder (the MNIST cells here, the
 All-CNN row on a GPU machine, or other cells beside a running one): each
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
                                          "directory, or 'tfds'")
   parser.add_argument("--results", default=str(ROOT / "results"),
                       help="folder of table1_runs.json, table1.json and table1.md")
-  parser.add_argument("--runs", default=str(ROOT / "runs" / "table1"),
+  parser.add_argument("--runs", default=str(ROOT / "runs" / "table1_pytorch_legacy_init"),
                       help="folder of the runs' workdirs (default: %(default)s)")
   parser.add_argument("--tables", action="store_true",
                       help="only write table1.json and table1.md again from table1_runs.json")

@@ -101,7 +101,8 @@ def test_checkpoints_from_before_param_init_resume_as_flax_initialised(tiny, tmp
     del saved["config"]["param_init"]
     meta.write_text(json.dumps(saved))
   # Today's default is the authors' initialisation: resuming with it is refused by name.
-  with pytest.raises(training.ConfigError, match=r"--param-init \('flax', now 'pytorch-legacy'\)"):
+  with pytest.raises(training.ConfigError, match=r"--param-init \('flax', now 'pytorch-legacy'\)"
+                     r".*pass --param-init flax to continue"):
     training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=1.0, resume=True),
                                 tmp_path)
   resumed = training.train_and_evaluate(

@@ -17,23 +17,29 @@ from training.config import OPTIMIZERS
 # the optimizers see only a pytree, the same for every network. Elastic-SGD
 # and Parle with one replica: their replicas are test_replicas.py's.
 REPLICATED = ("elastic-sgd", "parle")
-CASES = ([("mnistfc", o, d) for o in OPTIMIZERS if o not in REPLICATED for d in (1, 4)]
-         + [("lenet", o, 1) for o in ("entropy-sgd", "sgd")]
-         + [("mnistfc", o, 1) for o in REPLICATED])
+# All from the default initialisation (the authors'), one also from Flax's.
+CASES = ([("mnistfc", o, d, None) for o in OPTIMIZERS if o not in REPLICATED for d in (1, 4)]
+         + [("lenet", o, 1, None) for o in ("entropy-sgd", "sgd")]
+         + [("mnistfc", o, 1, None) for o in REPLICATED]
+         + [("lenet", "entropy-sgd", 1, "flax")])
 
 
-@pytest.mark.parametrize("model,optimizer,devices", CASES)
-def test_every_mnist_model_and_optimizer_learns(model, optimizer, devices, tiny, fast, tmp_path):
+@pytest.mark.parametrize("model,optimizer,devices,param_init", CASES)
+def test_every_mnist_model_and_optimizer_learns(model, optimizer, devices, param_init, tiny,
+                                                fast, tmp_path):
+  init = {"param_init": param_init} if param_init else {}
   result = training.train_and_evaluate(
-      tiny(model=model, optimizer=optimizer, devices=devices, **fast[optimizer]), tmp_path)
+      tiny(model=model, optimizer=optimizer, devices=devices, **init, **fast[optimizer]),
+      tmp_path)
   first, last = result.history[0], result.history[-1]
   assert first["step"] == 0 and last["effective_epochs"] >= 1.0
   # Ten noisy prototypes: chance is 90% error; every optimizer gets every
   # test image right after one effective epoch (measured), so allow 3 of 64.
   assert first["val_error"] > 50 and last["val_error"] <= 5, result.history
-  # The loss falls at least by half (LeNet Entropy-SGD, slowest from the
-  # authors' initialisation: to 0.32 of the first, measured).
-  assert last["val_loss"] < 0.5 * first["val_loss"], result.history
+  # The loss falls below 0.001 of the first (measured), but for LeNet
+  # Entropy-SGD from the authors' initialisation with 2 inner steps: 0.32.
+  slow = (model, optimizer, param_init) == ("lenet", "entropy-sgd", None)
+  assert last["val_loss"] < (0.5 if slow else 0.2) * first["val_loss"], result.history
   assert np.isfinite(last["train_loss"])
   summary = result.summary
   assert summary["backprops"] == last["backprops"] == last["step"] * (

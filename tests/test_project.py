@@ -1,7 +1,12 @@
 """The repository keeps its promises: CI runs the README's test command."""
 
+import json
 import pathlib
 import re
+
+import pytest
+
+from training import settings
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -79,16 +84,35 @@ def test_every_file_readme_and_the_code_cite_is_in_the_repository():
   assert "docs/conventions.md" in cited
 
 
-def test_readme_results_table_is_the_one_the_runs_wrote():
-  # README's Table 1 is pasted from results/table1.md: a stale copy would
-  # publish numbers the records no longer give.
-  table = (ROOT / "results" / "table1.md").read_text().strip()
+# README's Results section: Table 1 from the authors' initialisation, then
+# the earlier one from Flax's under its own heading.
+TABLES = {"results": "## Results", "results/flax_init": "### From Flax's initialisation"}
+
+
+@pytest.mark.parametrize("folder", list(TABLES))
+def test_readme_results_table_is_the_one_the_runs_wrote(folder):
+  # README's tables are pasted from table1.md: a stale copy would publish
+  # numbers the records no longer give.
+  table = (ROOT / folder / "table1.md").read_text().strip()
   readme = (ROOT / "README.md").read_text()
   header = table.splitlines()[0]
-  assert header in readme, "README has no Table 1 (results/table1.md's header row)"
-  start = readme.index(header)
+  assert TABLES[folder] in readme, f"README has no section {TABLES[folder]!r}"
+  section = readme.index(TABLES[folder])
+  assert header in readme[section:], f"README has no table of {folder}/table1.md"
+  start = readme.index(header, section)
   end = readme.find("\n\n", start)
   pasted = readme[start:end if end != -1 else len(readme)].strip()
   assert pasted == table, (
-      "README's Results table differs from results/table1.md: paste the file's "
-      "table in (python benchmarks/reproduce_table1.py --tables writes it)")
+      f"README's table under {TABLES[folder]!r} differs from {folder}/table1.md: paste the "
+      "file's table in (python benchmarks/reproduce_table1.py --tables writes it)")
+
+
+@pytest.mark.parametrize("folder,param_init", [("results", settings.PARAM_INIT),
+                                               ("results/flax_init", "flax")])
+def test_each_table_holds_runs_of_one_initialisation(folder, param_init):
+  # A runner given stale flags would mix initialisations in one table.
+  records = json.loads((ROOT / folder / "table1_runs.json").read_text())
+  assert records
+  mixed = {name: r["config"]["param_init"] for name, r in records.items()
+           if r["config"]["param_init"] != param_init}
+  assert not mixed, f"{folder}/table1_runs.json: runs not from {param_init}: {mixed}"

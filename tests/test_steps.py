@@ -28,7 +28,7 @@ def test_evaluation_uses_the_training_sets_mean_batch_statistics(tiny, tmp_path)
   config = tiny(optimizer="sgd", effective_epochs=0.25)
   result = training.train_and_evaluate(config, tmp_path)
   dataset, scaling = input_pipeline.load(config.run.data_dir, "centered")
-  model = models.create("mnistfc")
+  model = models.create("mnistfc", param_init=config.param_init)
   stats = []
   for k in range(256 // 16):  # the minibatches in order, train mode, no dropout
     x = scaling(dataset.train_images[16 * k:16 * (k + 1)])

@@ -83,6 +83,9 @@ class Checkpointer:
       # --replicas defaults to one per device: another device count changes it.
       hint = (f"; --replicas defaults to one per device: pass --replicas "
               f"{saved['replicas']} to continue" if "replicas" in changed else "")
+      # The default changed on 2026-11-27: older runs started from Flax's.
+      hint += (f"; pass --param-init {saved['param_init']} to continue that run"
+               if "param_init" in changed else "")
       raise ConfigError("--resume: the checkpoint in {} was made with different {}{}".format(
           workdir, ", ".join(f"{flag(k)} ({saved.get(k)!r}, now {now.get(k)!r})"
                              for k in changed), hint))
