@@ -8,8 +8,9 @@
 # downloaded once into data/cifar-10-batches-bin (162 MiB, checked against
 # their published MD5; git-ignored). Then the four Table-1 columns (entropy-sgd,
 # heat-uniform, hj-fixed-point, sgd), 3 seeds each, run one at a time on the
-# accelerator with every core for the host, into runs/table1_pytorch_legacy_init/ and
-# results/table1_runs.json, table1.json and table1.md beside the MNIST rows;
+# accelerator with every core for the host, into
+# runs/table1_pytorch_legacy_init/ and results/table1_runs.json, table1.json
+# and table1.md beside the MNIST rows;
 # stopped, the same command picks up where it stopped. Extra flags go to
 # benchmarks/reproduce_table1.py (--seeds 6, --optimizers ..., --results DIR).
 # Python: $PYTHON (default python3) with jax, flax, optax and orbax; the

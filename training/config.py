@@ -374,7 +374,8 @@ def build_config(**flags: Any) -> Config:
     raise ConfigError(f"--spmd {spmd}: --optimizer {cls.name} maps replicas x devices, two "
                       "axes, which needs --spmd shard_map (its default)")
   _choice("input_scaling", given.get("input_scaling", "raw"), INPUT_SCALINGS)
-  _choice("param_init", given.get("param_init", settings.PARAM_INIT), PARAM_INITS)
+  param_init = given.get("param_init", settings.PARAM_INIT)
+  _choice("param_init", param_init, PARAM_INITS)
 
   own = [f.name for f in dataclasses.fields(cls)]
   for name in given:
@@ -450,8 +451,7 @@ def build_config(**flags: Any) -> Config:
       lr=value["lr"], lr_schedule=schedule, momentum=value["momentum"],
       weight_decay=value["weight_decay"], seed=value["seed"],
       eval_every=value["eval_every"], input_scaling=given.get("input_scaling", "raw"),
-      param_init=given.get("param_init", settings.PARAM_INIT),
-      validation_split=value["validation_split"],
+      param_init=param_init, validation_split=value["validation_split"],
       run=RunOptions(data_dir=str(data_dir), devices=devices,
                      spmd=spmd, unroll=unroll,
                      progress=bool(given.get("progress", True)),

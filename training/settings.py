@@ -90,7 +90,8 @@ LR_DECAY, LR_DECAY_EVERY, LR_DECAYS = 0.2, 60.0, 40
 
 # Values neither the paper nor the code fixes, chosen per (model, optimizer)
 # on a validation split (the last 10,000 training images; the test set is
-# never looked at), from Flax's initialisation (the default until PARAM_INIT): benchmarks/tune.py, results/tuning.json (10 and 5
+# never looked at), from Flax's initialisation (the default before
+# PARAM_INIT below): benchmarks/tune.py, results/tuning.json (10 and 5
 # effective epochs, one seed), then mnistfc Entropy-SGD again at its full
 # 120 with three seeds (results/tuning_mnistfc_entropy_sgd_full.json).
 TUNED: dict[tuple[str, str], dict[str, float]] = {
