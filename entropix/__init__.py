@@ -5,10 +5,14 @@ Local entropy (Entropy-SGD), the non-viscous Hamilton-Jacobi proximal step
 Table 1) and heat-equation smoothing (HEAT), each an optax
 ``GradientTransformationExtraArgs`` whose inner loop runs in ``lax.scan``.
 ``entropix.pde`` holds 1-D reference solutions of the PDEs.
+``masked_grad_fn`` and ``forward_extra_args`` carry ``grad_fn`` through the
+optax wrappers that would withhold it; ``entropix.linen`` (which imports
+Flax, so is not imported here) has a Flax ``TrainState`` that forwards it.
 """
 
 from entropix import pde
 from entropix._alias import entropy_sgd, heat, hj, hj_fixed_point
+from entropix._compose import forward_extra_args, masked_grad_fn
 from entropix._elastic import ElasticState, elastic, elastic_sgd, parle
 from entropix._fixed_point import HopfLaxFixedPointState, hopf_lax_fixed_point
 from entropix._local_entropy import LocalEntropyState, local_entropy
@@ -26,12 +30,14 @@ __all__ = [
     "elastic",
     "elastic_sgd",
     "entropy_sgd",
+    "forward_extra_args",
     "gaussian_smoothing",
     "heat",
     "hj",
     "hj_fixed_point",
     "hopf_lax_fixed_point",
     "local_entropy",
+    "masked_grad_fn",
     "minibatch_grad_fn",
     "parle",
     "pde",

@@ -1,21 +1,35 @@
 """Ready optimizers of the paper's Table 1: an entropix transform + Nesterov SGD."""
 
 import jax
+import numpy as np
 import optax
 
 from entropix import _base
+from entropix import _compose
 from entropix import _noise
 from entropix._fixed_point import hopf_lax_fixed_point
 from entropix._local_entropy import Average, local_entropy
 from entropix._smoothing import gaussian_smoothing
 
 
-def _outer_sgd(
+# optax.apply_if_finite gives up after this many non-finite updates in a row:
+# never, since applying one would leave NaN params for good.
+NEVER_GIVE_UP = int(np.iinfo(np.int32).max)
+
+
+def outer_sgd(
     learning_rate: optax.ScalarOrSchedule, momentum: float
 ) -> optax.GradientTransformation:
+  """The ready optimizers' outer step: Nesterov SGD that skips a non-finite direction.
+
+  ``optax.apply_if_finite`` around ``optax.sgd``: a direction with a NaN or
+  Inf (an inner loop that diverged) leaves the params and the momentum as
+  they were; ``total_notfinite`` and ``notfinite_count`` (in a row) count it.
+  """
   _base.check("learning_rate", learning_rate, lambda v: v > 0, "> 0", schedule=True)
   _base.check("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
-  return optax.sgd(learning_rate, momentum=momentum, nesterov=True)
+  return optax.apply_if_finite(optax.sgd(learning_rate, momentum=momentum, nesterov=True),
+                               NEVER_GIVE_UP)
 
 
 def entropy_sgd(
@@ -35,15 +49,22 @@ def entropy_sgd(
     axis_name: str | None = None,
     sampler: _noise.Sampler = "binomial",
     unroll: int | bool = False,
+    grad_transform: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Entropy-SGD: descent on the local entropy (paper Sec. 7.1).
 
-  ``optax.chain(local_entropy(gamma, ...), optax.sgd(learning_rate, momentum,
-  nesterov=True))``: the inner Langevin chain estimates
+  ``optax.chain(local_entropy(gamma, ...), outer_sgd(learning_rate,
+  momentum))``: the inner Langevin chain estimates
   :math:`x - \langle y \rangle = \nabla f_\gamma(x) / \gamma` and Nesterov SGD
   steps along it. ``weight_decay`` acts inside the inner loop, where the
   authors' code puts it. See :func:`entropix.local_entropy` for the gradient
   protocol (``update(..., grad_fn=grad_fn)``) and the other arguments.
+
+  ``outer_sgd`` is ``optax.apply_if_finite(optax.sgd(learning_rate, momentum,
+  nesterov=True), ...)`` that never gives up: an update whose direction is
+  not finite (an inner chain that diverged) is skipped, params and momentum
+  as they were, and counted in the state (``total_notfinite``;
+  ``notfinite_count`` in a row). The same holds for every optimizer here.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, entropix
@@ -79,11 +100,14 @@ def entropy_sgd(
     axis_name: pmap axis over which gradients are averaged.
     sampler: law of the noise increments (see :func:`entropix.local_entropy`).
     unroll: inner loop iterations per compiled body (see :func:`entropix.local_entropy`).
+    grad_transform: an optax transform applied to every gradient the inner
+      loop takes, e.g. ``optax.clip_by_global_norm(1.0)`` (a transform
+      chained before this optimizer sees the gradient at x alone).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
   """
-  return optax.chain(
+  return _compose.guarded(optax.chain(
       local_entropy(
           gamma,
           inner_steps=inner_steps,
@@ -98,9 +122,10 @@ def entropy_sgd(
           axis_name=axis_name,
           sampler=sampler,
           unroll=unroll,
+          grad_transform=grad_transform,
       ),
-      _outer_sgd(learning_rate, momentum),
-  )
+      outer_sgd(learning_rate, momentum),
+  ))
 
 
 def hj(
@@ -115,6 +140,7 @@ def hj(
     reset_inner_momentum: bool = True,
     axis_name: str | None = None,
     unroll: int | bool = False,
+    grad_transform: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""HJ: descent on the non-viscous Hamilton-Jacobi solution (paper Sec. 7.2).
 
@@ -124,7 +150,8 @@ def hj(
   :math:`x - y_L \approx x - \mathrm{prox}_{f/\gamma}(x) = \nabla u(x,
   1/\gamma) / \gamma`, the gradient of the Hopf-Lax formula (paper Lemma 2-3).
   Defaults follow the paper and the authors' code: L = 5, inner_lr = 0.25.
-  ``weight_decay`` acts inside the inner loop. This is the form the paper's
+  ``weight_decay`` acts inside the inner loop; a non-finite update is skipped
+  as in :func:`entropix.entropy_sgd`. This is the form the paper's
   text describes (the code's ``HJB`` class); Table 1's HJ column came from
   the fixed-point form, :func:`entropix.hj_fixed_point`.
 
@@ -151,11 +178,14 @@ def hj(
       (the authors' code).
     axis_name: pmap axis over which gradients are averaged.
     unroll: inner loop iterations per compiled body (see :func:`entropix.local_entropy`).
+    grad_transform: an optax transform applied to every gradient the inner
+      loop takes, e.g. ``optax.clip_by_global_norm(1.0)`` (a transform
+      chained before this optimizer sees the gradient at x alone).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
   """
-  return optax.chain(
+  return _compose.guarded(optax.chain(
       local_entropy(
           gamma,
           inner_steps=inner_steps,
@@ -167,9 +197,10 @@ def hj(
           weight_decay=weight_decay,
           axis_name=axis_name,
           unroll=unroll,
+          grad_transform=grad_transform,
       ),
-      _outer_sgd(learning_rate, momentum),
-  )
+      outer_sgd(learning_rate, momentum),
+  ))
 
 
 def hj_fixed_point(
@@ -182,14 +213,14 @@ def hj_fixed_point(
     weight_decay: float = 0.0,
     axis_name: str | None = None,
     unroll: int | bool = False,
+    grad_transform: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""HJ as Table 1 ran it: the Hopf-Lax gradient by damped fixed point (Remark 21).
 
-  ``optax.chain(hopf_lax_fixed_point(gamma, ...), optax.sgd(learning_rate,
-  momentum, nesterov=True))``: :math:`p = 
-abla f(x - p/\gamma)` iterated
+  ``optax.chain(hopf_lax_fixed_point(gamma, ...), outer_sgd(learning_rate,
+  momentum))``: :math:`p = \nabla f(x - p/\gamma)` iterated
   ``inner_steps`` times from the gradient at x, then a Nesterov SGD step
-  along p. The authors' ``FP`` class, whose runs are Table 1's HJ column.
+  along p, skipped if p is not finite (see :func:`entropix.entropy_sgd`). The authors' ``FP`` class, whose runs are Table 1's HJ column.
   One update costs ``inner_steps + 1`` gradient evaluations. See
   :func:`entropix.hopf_lax_fixed_point` for the maths and the gradient
   protocol; :func:`entropix.hj` is the paper's Sec. 7.2 form.
@@ -214,17 +245,20 @@ abla f(x - p/\gamma)` iterated
     weight_decay: L2 coefficient added to every gradient at its point.
     axis_name: pmap axis over which gradients are averaged.
     unroll: inner loop iterations per compiled body (see :func:`entropix.local_entropy`).
+    grad_transform: an optax transform applied to every gradient the inner
+      loop takes, e.g. ``optax.clip_by_global_norm(1.0)`` (a transform
+      chained before this optimizer sees the gradient at x alone).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
   """
-  return optax.chain(
+  return _compose.guarded(optax.chain(
       hopf_lax_fixed_point(
           gamma, inner_steps=inner_steps, damping=damping, weight_decay=weight_decay,
-          axis_name=axis_name, unroll=unroll,
+          axis_name=axis_name, unroll=unroll, grad_transform=grad_transform,
       ),
-      _outer_sgd(learning_rate, momentum),
-  )
+      outer_sgd(learning_rate, momentum),
+  ))
 
 
 def heat(
@@ -238,14 +272,16 @@ def heat(
     axis_name: str | None = None,
     sampler: _noise.Sampler = "normal",
     unroll: int | bool = False,
+    grad_transform: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""HEAT: descent on the heat-smoothed loss (paper Sec. 7.3, Eq. 35).
 
   ``optax.chain(gaussian_smoothing(sigma, ...), optax.add_decayed_weights(
-  weight_decay), optax.sgd(learning_rate, momentum, nesterov=True))``: the
+  weight_decay), outer_sgd(learning_rate, momentum))``: the
   gradient is averaged over ``samples`` Gaussian perturbations of the
   parameters; ``weight_decay`` acts on the outer step (there is no inner
-  loop). The ``updates`` passed in are ignored: pass zeros (see
+  loop), which is skipped if the estimate is not finite (see
+  :func:`entropix.entropy_sgd`). The ``updates`` passed in are ignored: pass zeros (see
   :func:`entropix.gaussian_smoothing`).
 
   Example:
@@ -269,6 +305,9 @@ def heat(
     axis_name: pmap axis over which gradients are averaged.
     sampler: law of the perturbations (see :func:`entropix.gaussian_smoothing`).
     unroll: loop iterations per compiled body (see :func:`entropix.gaussian_smoothing`).
+    grad_transform: an optax transform applied to every gradient the update
+      takes, e.g. ``optax.clip_by_global_norm(1.0)`` (a transform
+      chained before this optimizer sees the gradient at x alone).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -276,11 +315,11 @@ def heat(
   _base.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
   # Always in the chain, so that the state has one structure whatever
   # inject_hyperparams makes of weight_decay; 0 costs one fused multiply-add.
-  return optax.chain(
+  return _compose.guarded(optax.chain(
       gaussian_smoothing(
           sigma, samples=samples, key=key, axis_name=axis_name, sampler=sampler,
-          unroll=unroll,
+          unroll=unroll, grad_transform=grad_transform,
       ),
       optax.add_decayed_weights(weight_decay),
-      _outer_sgd(learning_rate, momentum),
-  )
+      outer_sgd(learning_rate, momentum),
+  ))

@@ -26,12 +26,40 @@ def concrete(value: Any) -> float | None:
     return None
 
 
+def _require_number(name: str, value: Any) -> None:
+  """Raises TypeError unless ``value`` is a real scalar: no str, bool, None or array."""
+  if isinstance(value, (str, bytes)):
+    hint = ""
+    try:
+      hint = f" (write {name}={float(value)!r})"
+    except ValueError:
+      pass
+    raise TypeError(f"{name} must be a number, got the string {value!r}{hint}")
+  if isinstance(value, (bool, np.bool_)) or (
+      hasattr(value, "dtype") and np.dtype(value.dtype) == np.bool_):
+    raise TypeError(f"{name} must be a number, got the boolean {value!r}")
+  if isinstance(value, jax.core.Tracer):
+    shape = value.shape
+  elif isinstance(value, (int, float, np.number)):
+    return
+  elif isinstance(value, (jax.Array, np.ndarray)):
+    shape = value.shape
+    if not (np.issubdtype(value.dtype, np.number) and not np.iscomplexobj(value)):
+      raise TypeError(f"{name} must be a real number, got an array of {value.dtype}")
+  else:
+    raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+  if shape != ():
+    raise TypeError(f"{name} must be a scalar, got an array of shape {shape}")
+
+
 def check(name: str, value: Any, ok: Callable[[float], bool], must: str,
           schedule: bool = False) -> None:
   """Raises ValueError naming ``name`` when a concrete ``value`` fails ``ok``.
 
   A callable is a schedule: refused (TypeError) unless ``schedule``, else
-  its first value is checked.
+  its first value is checked. Strings, booleans, None and arrays with more
+  than one element are refused (TypeError) even where a float would convert
+  them.
   """
   if callable(value) and not schedule:
     raise TypeError(
@@ -41,20 +69,33 @@ def check(name: str, value: Any, ok: Callable[[float], bool], must: str,
         f"optax.inject_hyperparams(factory)(..., {name}=schedule)")
   if callable(value):  # a schedule: check its first value
     value = value(0)
+  _require_number(name, value)
   v = concrete(value)
   if v is not None and not (np.isfinite(v) and ok(v)):
     raise ValueError(f"{name} must be {must}, got {value!r}")
 
 
+def first_value(value: optax.ScalarOrSchedule) -> float | None:
+  """A concrete hyper-parameter, or a schedule's value at update 0; None if traced."""
+  return concrete(value(0) if callable(value) else value)
+
+
 def check_int(name: str, value: Any, minimum: int) -> int:
-  """Returns a static int >= minimum, or raises a ValueError naming it."""
+  """Returns a static int >= minimum, or raises naming ``name``.
+
+  Floats (even 5.0), strings and booleans are refused: a loop length is a count.
+  """
   if isinstance(value, jax.core.Tracer):
     raise ValueError(
         f"{name} sets a loop length and must be a static int; with "
         f"optax.inject_hyperparams pass static_args=({name!r},)"
     )
-  if isinstance(value, bool) or int(np.asarray(value)) != np.asarray(value):
-    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+  integral = isinstance(value, (int, np.integer)) or (
+      isinstance(value, (jax.Array, np.ndarray)) and value.shape == ()
+      and np.issubdtype(value.dtype, np.integer))
+  if isinstance(value, (bool, np.bool_)) or not integral:
+    raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} "
+                    f"({type(value).__name__})")
   if int(value) < minimum:
     raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
   return int(value)
@@ -110,7 +151,8 @@ def require_grad_fn(grad_fn: Any, transform: str, params: Any, indices: int) -> 
         "grad_fn(params, i) returning the gradient on the i-th minibatch, e.g. "
         "grad_fn = lambda p, i: jax.grad(loss)(p, batches[i]). Through "
         "optax.chain and nnx.Optimizer.update it is passed the same way, as a "
-        "keyword argument."
+        "keyword argument. If you passed it, a wrapper on the way dropped it: build that "
+        "wrapper with entropix.forward_extra_args(wrapper, opt, ...)."
     )
   if not callable(grad_fn):
     raise TypeError(f"grad_fn must be callable (params, i) -> grads, got {grad_fn!r}")
@@ -193,3 +235,30 @@ def check_unroll(unroll: Any) -> int | bool:
   if value.ndim or value.dtype.kind not in "iu" or int(value) < 1:
     raise ValueError(f"unroll={unroll!r}: must be True, False or an int >= 1")
   return int(value)
+
+
+def check_grad_transform(grad_transform: Any) -> optax.GradientTransformationExtraArgs | None:
+  """``grad_transform`` (None, or an optax transform) with extra-argument support."""
+  if grad_transform is None:
+    return None
+  if not isinstance(grad_transform, optax.GradientTransformation):
+    raise TypeError(
+        "grad_transform must be an optax.GradientTransformation applied to each gradient "
+        f"the loop takes (e.g. optax.clip_by_global_norm(1.0)), got {grad_transform!r}")
+  return optax.with_extra_args_support(grad_transform)
+
+
+def all_finite(*trees: Any) -> jax.Array:
+  """True when every leaf of every tree is finite (a scalar bool)."""
+  leaves = [jnp.all(jnp.isfinite(leaf)) for tree in trees for leaf in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def keep_if_finite(new: Any, old: Any) -> Any:
+  """``new`` if all its leaves are finite, else ``old``: a state a diverged update must
+  not reach. Nothing to check (no leaves) costs nothing."""
+  if not jax.tree.leaves(new):
+    return new
+  finite = all_finite(new)
+  return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)

@@ -8,6 +8,9 @@ import optax
 from jax import lax
 
 from entropix import _base
+from entropix import _compose
+from entropix._alias import outer_sgd
+from entropix._local_entropy import local_entropy
 
 Center = Literal["params", "targets"]
 CENTERS = ("params", "targets")
@@ -70,11 +73,13 @@ def elastic(
 
   def init_fn(params: optax.Params) -> ElasticState:
     del params
+    _compose.refuse_wrappers("elastic", init=True, collective=True, inner_loop=False)
     return ElasticState(count=jnp.zeros([], jnp.int32))
 
   def update_fn(
       updates: optax.Updates, state: ElasticState, params: optax.Params | None = None
   ) -> tuple[optax.Updates, ElasticState]:
+    _compose.refuse_wrappers("elastic", collective=True, inner_loop=False)
     _base.require_params(params, "elastic")
     strength = _base.at_count(rho, state.count)
     x = _base.at_least_float32(params)
@@ -98,10 +103,13 @@ def elastic_sgd(
   r"""Elastic-SGD (Zhang et al., 2015; paper Sec. 4.3, Eq. 20-21).
 
   ``optax.chain(optax.add_decayed_weights(weight_decay), elastic(rho,
-  axis_name=axis_name), optax.sgd(learning_rate, momentum, nesterov=True))``:
+  axis_name=axis_name), outer_sgd(learning_rate, momentum))``:
   replica :math:`a` steps along :math:`\nabla f(x_a) + \lambda x_a +
   \rho\,(x_a - \bar x)`, each on its own minibatches (do not average the
-  gradients over ``axis_name``). It is :func:`parle` with no inner loop.
+  gradients over ``axis_name``). It is :func:`parle` with no inner loop. A
+  replica whose step is not finite skips it and counts it, as
+  :func:`entropix.entropy_sgd` does; the check comes after the replicas'
+  mean, so no collective sits inside a branch.
 
   Example:
     >>> import jax, jax.numpy as jnp, entropix
@@ -123,12 +131,10 @@ def elastic_sgd(
   Returns:
     An ``optax.GradientTransformation``.
   """
-  from entropix._alias import _outer_sgd
-
   _base.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
-  return optax.chain(optax.add_decayed_weights(weight_decay),
-                     elastic(rho, axis_name=axis_name, center="params"),
-                     _outer_sgd(learning_rate, momentum))
+  return _compose.guarded(optax.chain(
+      optax.add_decayed_weights(weight_decay), elastic(rho, axis_name=axis_name, center="params"),
+      outer_sgd(learning_rate, momentum)))
 
 
 def parle(
@@ -148,6 +154,7 @@ def parle(
     data_axis_name: str | None = None,
     key: Any = 0,
     unroll: int | bool = False,
+    grad_transform: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Parle: Entropy-SGD on every replica, coupled elastically (Chaudhari et al., 2017).
 
@@ -160,8 +167,10 @@ def parle(
       \langle y \rangle_b\Big)
 
   with Nesterov momentum: ``optax.chain(local_entropy(gamma, ...),
-  elastic(rho, center="targets"), optax.sgd(learning_rate, momentum,
-  nesterov=True))``. The defaults are the authors' Parle code's
+  elastic(rho, center="targets"), outer_sgd(learning_rate, momentum))``,
+  whose last step skips a non-finite direction (see
+  :func:`entropix.entropy_sgd`; the replicas' mean comes first, so they
+  all skip it together). The defaults are the authors' Parle code's
   (``DistributedESGD``): L = 25, inner lr 0.1, no noise, the last iterate
   (``alpha = 0``), the inner loop with Nesterov momentum 0.9 whose buffer is
   kept from one update to the next; their schedules
@@ -212,24 +221,26 @@ def parle(
     data_axis_name: the axis over which a replica's devices average gradients.
     key: seed or PRNG key of the noise.
     unroll: inner loop iterations per compiled body.
+    grad_transform: an optax transform applied to every gradient the update
+      takes (see :func:`entropix.local_entropy`), e.g.
+      ``optax.clip_by_global_norm(1.0)``.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` (``update`` takes ``grad_fn``).
   """
-  if not isinstance(inner_steps, int) or isinstance(inner_steps, bool) or inner_steps < 0:
-    raise ValueError(f"inner_steps must be an int >= 0 (0: Elastic-SGD), got {inner_steps!r}")
-  if inner_steps == 0:
-    return optax.with_extra_args_support(elastic_sgd(
-        learning_rate, rho=rho, axis_name=axis_name, momentum=momentum,
-        weight_decay=weight_decay))
-  from entropix._alias import _outer_sgd
-  from entropix._local_entropy import local_entropy
-
-  return optax.chain(
-      local_entropy(gamma, inner_steps=inner_steps, inner_lr=inner_lr, noise=noise,
+  steps = _base.check_int("inner_steps", inner_steps, 0)  # 0: Elastic-SGD
+  if steps == 0:
+    opt = elastic_sgd(learning_rate, rho=rho, axis_name=axis_name, momentum=momentum,
+                      weight_decay=weight_decay)
+    if grad_transform is not None:  # on the one gradient of an update
+      opt = optax.chain(_base.check_grad_transform(grad_transform), opt)
+    return optax.with_extra_args_support(opt)
+  return _compose.guarded(optax.chain(
+      local_entropy(gamma, inner_steps=steps, inner_lr=inner_lr, noise=noise,
                     alpha=alpha, inner_momentum=inner_momentum,
                     reset_inner_momentum=reset_inner_momentum, weight_decay=weight_decay, key=key,
-                    axis_name=data_axis_name, noise_axis=axis_name, unroll=unroll),
+                    axis_name=data_axis_name, noise_axis=axis_name, unroll=unroll,
+                    grad_transform=grad_transform),
       elastic(rho, axis_name=axis_name, center="targets"),
-      _outer_sgd(learning_rate, momentum),
-  )
+      outer_sgd(learning_rate, momentum),
+  ))

@@ -8,6 +8,7 @@ import optax
 from jax import lax
 
 from entropix import _base
+from entropix import _compose
 
 
 class HopfLaxFixedPointState(NamedTuple):
@@ -15,9 +16,11 @@ class HopfLaxFixedPointState(NamedTuple):
 
   Attributes:
     count: number of updates done so far (the argument of a ``gamma`` schedule).
+    grad_state: the state of ``grad_transform`` (``()`` without one).
   """
 
   count: jax.Array
+  grad_state: Any = ()
 
 
 def hopf_lax_fixed_point(
@@ -28,6 +31,7 @@ def hopf_lax_fixed_point(
     weight_decay: float = 0.0,
     axis_name: str | None = None,
     unroll: int | bool = False,
+    grad_transform: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Replaces the gradient at ``x`` by the gradient of the Hopf-Lax solution.
 
@@ -94,6 +98,11 @@ def hopf_lax_fixed_point(
       ``lax.pmean``-ed over this axis.
     unroll: loop iterations per compiled loop body, passed to ``lax.scan``
       (see :func:`entropix.local_entropy`).
+    grad_transform: an optax transform applied to each of the L + 1
+      minibatch gradients (after the ``axis_name`` mean, before weight decay
+      joins it), with the point as its params, e.g.
+      ``optax.clip_by_global_norm(1.0)``; its state is kept in ``grad_state``.
+      A transform chained before this one sees only the gradient at x.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes the
@@ -105,11 +114,14 @@ def hopf_lax_fixed_point(
   _base.check("damping", damping, lambda v: 0 <= v < 1, "in [0, 1)")
   _base.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
   unroll = _base.check_unroll(unroll)
+  per_gradient = _base.check_grad_transform(grad_transform)
   use_decay = _base.concrete(weight_decay) != 0.0
 
   def init_fn(params: optax.Params) -> HopfLaxFixedPointState:
-    del params
-    return HopfLaxFixedPointState(count=jnp.zeros([], jnp.int32))
+    _compose.refuse_wrappers("hopf_lax_fixed_point", init=True, collective=axis_name is not None)
+    return HopfLaxFixedPointState(
+        count=jnp.zeros([], jnp.int32),
+        grad_state=per_gradient.init(_base.at_least_float32(params)) if per_gradient else ())
 
   def update_fn(
       updates: optax.Updates,
@@ -120,25 +132,34 @@ def hopf_lax_fixed_point(
       **extra_args: Any,
   ) -> tuple[optax.Updates, HopfLaxFixedPointState]:
     del extra_args
+    _compose.refuse_wrappers("hopf_lax_fixed_point", grad_fn, collective=axis_name is not None)
     _base.require_params(params, "hopf_lax_fixed_point")
+    _compose.require_whole_params(params, grad_fn, "hopf_lax_fixed_point")
     grad_fn = _base.require_grad_fn(grad_fn, "hopf_lax_fixed_point", params, steps + 1)
     coupling = _base.at_count(gamma, state.count)
     x = _base.at_least_float32(params)
 
-    def decayed(grads, point):
+    def gradient(grads, point, grad_state):
       grads = _base.at_least_float32(grads)
-      if not use_decay:
-        return grads
-      return jax.tree.map(lambda g, w: g + weight_decay * w, grads, point)
+      if per_gradient:
+        grads, grad_state = per_gradient.update(grads, grad_state, point)
+      if use_decay:
+        grads = jax.tree.map(lambda g, w: g + weight_decay * w, grads, point)
+      return grads, grad_state
 
-    def body(p, i):
+    def body(carry, i):
+      p, grad_state = carry
       w = jax.tree.map(lambda x_, p_: x_ - p_ / coupling, x, p)
-      g = decayed(_base.pmean(grad_fn(_base.cast_like(w, params), i), axis_name), w)
-      return jax.tree.map(lambda p_, g_: damping * p_ + (1 - damping) * g_, p, g), None
+      g, grad_state = gradient(
+          _base.pmean(grad_fn(_base.cast_like(w, params), i), axis_name), w, grad_state)
+      p = jax.tree.map(lambda p_, g_: damping * p_ + (1 - damping) * g_, p, g)
+      return (p, grad_state), None
 
-    p = decayed(_base.pmean(updates, axis_name), x)
-    p, _ = lax.scan(body, p, jnp.arange(1, steps + 1, dtype=jnp.int32), unroll=unroll)
+    carry = gradient(_base.pmean(updates, axis_name), x, state.grad_state)
+    (p, grad_state), _ = lax.scan(body, carry, jnp.arange(1, steps + 1, dtype=jnp.int32),
+                                  unroll=unroll)
     return _base.cast_like(p, params), HopfLaxFixedPointState(
-        count=optax.safe_increment(state.count))
+        count=optax.safe_increment(state.count),
+        grad_state=_base.keep_if_finite(grad_state, state.grad_state))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

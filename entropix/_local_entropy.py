@@ -8,6 +8,7 @@ import optax
 from jax import lax
 
 from entropix import _base
+from entropix import _compose
 from entropix import _noise
 
 
@@ -20,11 +21,13 @@ class LocalEntropyState(NamedTuple):
     inner_velocity: the inner Nesterov buffer, float32 and shaped like the
       params, kept across updates when ``reset_inner_momentum=False``;
       ``()`` otherwise.
+    grad_state: the state of ``grad_transform`` (``()`` without one).
   """
 
   count: jax.Array
   rng_key: jax.Array
   inner_velocity: Any = ()
+  grad_state: Any = ()
 
 
 Average = Literal["exponential", "uniform"]
@@ -47,6 +50,7 @@ def local_entropy(
     sampler: _noise.Sampler = "binomial",
     unroll: int | bool = False,
     noise_axis: str | None = None,
+    grad_transform: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Replaces the gradient at ``x`` by the gradient of the local entropy.
 
@@ -96,6 +100,16 @@ def local_entropy(
   :func:`entropix.minibatch_grad_fn` builds it from a loss and a stack of
   minibatches.
 
+  The coupling alone makes the chain diverge once :math:`\eta' (\gamma +
+  \lambda)` reaches 2, or :math:`2(1 + m)/(1 + 2m)` with inner momentum
+  :math:`m` (1.357 for 0.9); such values (gamma's first, for a schedule) are
+  refused when the transform is built. A chain that diverges all the
+  same emits its non-finite direction, so that ``optax.apply_if_finite``
+  placed after this transform refuses it, and leaves the state as it was
+  (but for the key): no NaN reaches ``inner_velocity``. The ready optimizers
+  (:func:`entropix.entropy_sgd` and the others) skip such an update
+  themselves and count it.
+
   Example:
     >>> import jax, jax.numpy as jnp, optax, entropix
     >>> batches = jnp.linspace(-1.0, 1.0, 20).reshape(5, 4)  # 5 minibatches
@@ -115,7 +129,8 @@ def local_entropy(
     gamma: coupling strength :math:`\gamma > 0`, a float or a schedule of the
       update count (see :func:`entropix.scoping`). The PDE time is 1/gamma.
       The chain is stable only while ``inner_lr * (gamma + curvature of f)``
-      stays below 2: mind how far a scoping schedule lets gamma grow.
+      stays below 2: mind how far a scoping schedule lets gamma grow
+      (``entropix.scoping(..., inner_lr=inner_lr)`` caps it).
     inner_steps: :math:`L \ge 1`, gradient evaluations per update.
     inner_lr: step size :math:`\eta' > 0` of the inner chain.
     noise: :math:`\varepsilon \ge 0`; the chain samples at temperature
@@ -151,6 +166,12 @@ def local_entropy(
     noise_axis: if set, the index along this mapped axis is folded into the
       noise key, so that each member of it (Parle's replicas) draws its own
       noise; ``None``: the same noise wherever the key is the same.
+    grad_transform: an optax transform applied to each of the L minibatch
+      gradients :math:`\nabla f_k(y_k)` (after the ``axis_name`` mean, before
+      coupling and decay join it), with :math:`y_k` as its params, e.g.
+      ``optax.clip_by_global_norm(1.0)``. Its state is carried through the
+      loop and kept in ``grad_state``. A transform chained *before* this one
+      sees only ``updates``, the gradient at x, and none of the other L - 1.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes the
@@ -174,11 +195,13 @@ def local_entropy(
   if average not in AVERAGES:
     raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
   _base.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
+  check_stable(gamma, inner_lr, inner_momentum, weight_decay)
   _noise.check_sampler(sampler)
   unroll = _base.check_unroll(unroll)
   _base.check_key(key)
   if noise_axis is not None and not isinstance(noise_axis, str):
     raise ValueError(f"noise_axis must be an axis name (str) or None, got {noise_axis!r}")
+  per_gradient = _base.check_grad_transform(grad_transform)
   # Terms that are concretely zero are left out of the compiled loop.
   use_noise = _base.concrete(noise) != 0.0
   uniform = average == "uniform"
@@ -188,10 +211,12 @@ def local_entropy(
   use_decay = _base.concrete(weight_decay) != 0.0
 
   def init_fn(params: optax.Params) -> LocalEntropyState:
+    _compose.refuse_wrappers("local_entropy", init=True, collective=axis_name is not None)
     velocity = _base.float32_zeros(params) if keep_velocity else ()
     return LocalEntropyState(
         count=jnp.zeros([], jnp.int32), rng_key=_base.as_raw_key(key),
         inner_velocity=velocity,
+        grad_state=per_gradient.init(_base.at_least_float32(params)) if per_gradient else (),
     )
 
   def update_fn(
@@ -203,7 +228,9 @@ def local_entropy(
       **extra_args: Any,
   ) -> tuple[optax.Updates, LocalEntropyState]:
     del extra_args
+    _compose.refuse_wrappers("local_entropy", grad_fn, collective=axis_name is not None)
     _base.require_params(params, "local_entropy")
+    _compose.require_whole_params(params, grad_fn, "local_entropy")
     grad_fn = _base.require_grad_fn(grad_fn, "local_entropy", params, steps)
     coupling = _base.at_count(gamma, state.count)
     next_key, step_key = jax.random.split(state.rng_key)
@@ -213,7 +240,9 @@ def local_entropy(
     x = _base.at_least_float32(params)
 
     def step(carry, grads, k):
-      y, mu, velocity = carry
+      y, mu, velocity, grad_state = carry
+      if per_gradient:  # on the gradient alone, before coupling and decay join it
+        grads, grad_state = per_gradient.update(_base.at_least_float32(grads), grad_state, y)
       drift = jax.tree.map(lambda g, y_, x_: g + coupling * (y_ - x_), grads, y, x)
       if use_decay:
         drift = jax.tree.map(lambda d, y_: d + weight_decay * y_, drift, y)
@@ -228,7 +257,7 @@ def local_entropy(
         mu = jax.tree.map(jnp.add, mu, y)
       elif use_average:
         mu = jax.tree.map(lambda m, y_: alpha * m + (1 - alpha) * y_, mu, y)
-      return y, mu, velocity
+      return y, mu, velocity, grad_state
 
     def to_params(tree):
       return _base.cast_like(tree, params)
@@ -237,7 +266,7 @@ def local_entropy(
       velocity = state.inner_velocity
     else:
       velocity = _base.float32_zeros(params) if use_momentum else None
-    carry = (x, x if use_average else None, velocity)
+    carry = (x, x if use_average else None, velocity, state.grad_state)
     carry = step(carry, _base.pmean(updates, axis_name), 0)
 
     def body(carry, i):
@@ -247,14 +276,58 @@ def local_entropy(
     if steps > 1:
       indices = jnp.arange(1, steps, dtype=jnp.int32)
       carry, _ = lax.scan(body, carry, indices, unroll=unroll)
-    y, mu, velocity = carry
+    y, mu, velocity, grad_state = carry
     if uniform:
       mu = jax.tree.map(lambda s: s / (steps + 1), mu)
     mean = mu if use_average else y
+    # A diverged chain's direction goes out as it is, for a guard downstream
+    # (optax.apply_if_finite) to refuse; the buffers keep none of it (a NaN
+    # or Inf anywhere in the chain reaches the inner buffer, which sums the drift).
+    buffers = _base.keep_if_finite((velocity if keep_velocity else (), grad_state),
+                                   (state.inner_velocity, state.grad_state))
     new_updates = to_params(jax.tree.map(jnp.subtract, x, mean))
     return new_updates, LocalEntropyState(
         count=optax.safe_increment(state.count), rng_key=next_key,
-        inner_velocity=velocity if keep_velocity else (),
+        inner_velocity=buffers[0], grad_state=buffers[1],
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def stability_limit(inner_momentum: float) -> float:
+  r"""The largest :math:`\eta' (\gamma + \lambda)` at which the inner chain's coupling is stable.
+
+  On a flat loss the drift is :math:`(\gamma + \lambda)(y - c)`, a quadratic
+  of curvature :math:`h = \gamma + \lambda`. Plain steps contract while
+  :math:`a = \eta' h < 2`. With Nesterov momentum :math:`m` (as
+  ``torch.optim.SGD``: :math:`v' = m v + h e`, :math:`e' = e - \eta'(h e + m
+  v')`) the error and the scaled buffer :math:`w = \eta' v` evolve by the
+  matrix :math:`\begin{pmatrix} 1 - a(1+m) & -m^2 \\ a & m \end{pmatrix}`,
+  whose trace is :math:`1 + m - a(1+m)` and determinant :math:`m(1 - a)`;
+  Jury's conditions hold iff :math:`0 < a < 2(1 + m)/(1 + 2m)`: 2 for
+  :math:`m = 0`, 1.357 for :math:`m = 0.9`. The loss's own curvature adds
+  to :math:`h`, so a chain near this limit diverges on a sharp loss.
+  """
+  return 2.0 * (1.0 + inner_momentum) / (1.0 + 2.0 * inner_momentum)
+
+
+def check_stable(gamma: optax.ScalarOrSchedule, inner_lr: Any, inner_momentum: Any,
+                 weight_decay: Any) -> None:
+  """Raises ValueError when the coupling alone makes the inner chain diverge."""
+  values = [_base.first_value(gamma), _base.concrete(inner_lr),
+            _base.concrete(inner_momentum), _base.concrete(weight_decay)]
+  if None in values:  # traced (optax.inject_hyperparams): checked when init ran
+    return
+  g, lr, m, wd = values
+  limit, product = stability_limit(m), lr * (g + wd)
+  if product < limit:
+    return
+  which = ", gamma's first value," if callable(gamma) else ""
+  rule = (f"2 (1 + m) / (1 + 2 m) with inner Nesterov momentum m = {m:g}" if m
+          else "2 for plain steps")
+  raise ValueError(
+      f"inner_lr * (gamma + weight_decay) = {lr:g} * ({g:g}{which} + {wd:g}) = {product:.4g} "
+      f"is at or beyond {limit:.4g}, the inner chain's stability limit "
+      f"({rule}): the coupling alone makes y diverge from x. Lower gamma or inner_lr (gamma < "
+      f"{limit / lr - wd:.4g} at inner_lr {lr:g}); to let gamma grow, cap it: "
+      f"entropix.scoping(gamma0, gamma1, inner_lr={lr:g}) stops at 1 / inner_lr.")

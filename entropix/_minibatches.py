@@ -4,13 +4,16 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from entropix import _base
 
 
 def minibatch_grad_fn(
-    loss_fn: Callable[..., jax.Array], batches: Any, *, key: jax.Array | int | None = None
+    loss_fn: Callable[..., jax.Array], batches: Any, *, key: jax.Array | int | None = None,
+    microbatches: int = 1,
 ) -> _base.GradFn:
   r"""The ``grad_fn`` of one update, from its minibatches and the loss.
 
@@ -34,6 +37,16 @@ def minibatch_grad_fn(
   Only the gradient comes back: state a loss updates on the side (BatchNorm's
   running statistics) is not kept from the inner steps; re-estimate it
   before evaluating, as ``train.py`` does.
+
+  Gradient accumulation: with ``microbatches=k`` each minibatch is split
+  along its second axis into k equal micro-batches, whose gradients are
+  summed in a ``lax.scan`` (float32) and divided by k. For a loss that is a
+  mean over examples this is the minibatch's gradient, at the memory of one
+  micro-batch; every inner step gets it, as it should. (Wrapping the
+  optimizer in ``optax.MultiSteps`` instead would accumulate the gradient at
+  x alone and run the inner loop k times: entropix refuses it.) Micro-batch
+  m of minibatch i draws its key as ``fold_in(k_i, m)``; statistics a layer
+  takes over the batch (BatchNorm) are then those of the micro-batch.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, entropix
@@ -59,6 +72,8 @@ def minibatch_grad_fn(
     batches: a pytree whose leaves share their leading axis, the minibatch
       index.
     key: a PRNG key or int seed; ``None`` (default) calls ``loss_fn`` without one.
+    microbatches: k >= 1, micro-batches per minibatch (gradient accumulation);
+      every leaf of ``batches`` needs a second axis divisible by k.
 
   Returns:
     ``grad_fn(params, i)``, with the attribute ``minibatches`` (the leading
@@ -73,15 +88,34 @@ def minibatch_grad_fn(
   if any(len(s) == 0 or s[0] != shapes[0][0] for s in shapes):
     raise ValueError(f"every leaf of batches needs the same leading (minibatch) axis, got "
                      f"shapes {shapes}")
+  k = _base.check_int("microbatches", microbatches, 1)
+  if k > 1 and any(len(s) < 2 or s[1] % k for s in shapes):
+    raise ValueError(f"microbatches={k} splits the second (example) axis of every leaf of "
+                     f"batches into {k} equal parts; their shapes are {shapes}")
   if key is not None:
     _base.check_key(key)
     key = _base.as_raw_key(key)
 
+  def gradient(params, batch, batch_key):
+    if batch_key is None:
+      return jax.grad(loss_fn)(params, batch)
+    return jax.grad(loss_fn)(params, batch, batch_key)
+
   def grad_fn(params, i):
     batch = jax.tree.map(lambda b: b[i], batches)
-    if key is None:
-      return jax.grad(loss_fn)(params, batch)
-    return jax.grad(loss_fn)(params, batch, jax.random.fold_in(key, i))
+    batch_key = None if key is None else jax.random.fold_in(key, i)
+    if k == 1:
+      return gradient(params, batch, batch_key)
+    micro = jax.tree.map(lambda b: b.reshape(k, b.shape[0] // k, *b.shape[1:]), batch)
+
+    def add(total, m):
+      part = jax.tree.map(lambda b: b[m], micro)
+      g = gradient(params, part, None if batch_key is None else jax.random.fold_in(batch_key, m))
+      return jax.tree.map(lambda t, g_: t + g_, total, g), None
+
+    zeros = _base.float32_zeros(params)
+    total, _ = lax.scan(add, zeros, jnp.arange(k))
+    return jax.tree.map(lambda t, p: (t / k).astype(jnp.result_type(p)), total, params)
 
   grad_fn.minibatches = shapes[0][0]
   return grad_fn

@@ -132,3 +132,12 @@ def test_the_tuned_defaults_are_the_choices_recorded_in_results():
     config = cfg.build_config(model=model, optimizer=optimizer, devices=1)
     got = {**dataclasses.asdict(config.optimizer), "lr": config.lr}
     assert {k: got[k] for k in values} == values
+
+
+@pytest.mark.parametrize("optimizer", ["entropy-sgd", "heat-uniform", "hj", "parle"])
+def test_a_coupling_at_which_the_inner_loop_diverges_is_refused_by_its_flags(optimizer):
+  # The default inner momentum 0.9 puts the limit at inner_lr * gamma = 1.357.
+  top = (lambda g: {"gamma_max": g}) if optimizer == "parle" else (lambda g: {})
+  cfg.build_config(optimizer=optimizer, gamma=13.0, inner_lr=0.1, **top(13.0))
+  with pytest.raises(cfg.ConfigError, match=r"--gamma 14\.0 with --inner-lr 0\.1: .* 1\.357"):
+    cfg.build_config(optimizer=optimizer, gamma=14.0, inner_lr=0.1, **top(14.0))

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import entropix
@@ -86,7 +87,6 @@ def test_gamma_schedule_is_evaluated_at_the_update_count():
         ({"gamma": 0.0}, "gamma"),
         ({"gamma": lambda k: -1.0 + 0 * k}, "gamma"),
         ({"inner_steps": 0}, "inner_steps"),
-        ({"inner_steps": 1.5}, "inner_steps"),
         ({"damping": 1.0}, "damping"),
         ({"damping": -0.1}, "damping"),
         ({"weight_decay": -1e-3}, "weight_decay"),
@@ -104,3 +104,15 @@ def test_missing_grad_fn_says_how_to_pass_it():
   x = jnp.ones(2)
   with pytest.raises(TypeError, match=r"grad_fn=grad_fn"):
     transform.update(x, transform.init(x), x)
+
+
+def test_a_non_finite_p_goes_out_as_it_is_and_grad_state_keeps_no_nan():
+  transform = entropix.hopf_lax_fixed_point(1.0, inner_steps=3,
+                                            grad_transform=optax.trace(0.5))
+  x = jnp.array([1.0, -2.0])
+  state = transform.init(x)
+  _, state = transform.update(x, state, x, grad_fn=lambda p, i: p)
+  updates, after = transform.update(x, state, x, grad_fn=lambda p, i: jnp.where(i > 1, jnp.nan, p))
+  assert not np.all(np.isfinite(updates))
+  np.testing.assert_array_equal(after.grad_state.trace, state.grad_state.trace)
+  assert int(after.count) == 2

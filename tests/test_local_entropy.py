@@ -229,7 +229,6 @@ def test_gamma_schedule_is_evaluated_at_the_update_count():
         ({"gamma": float("nan")}, "gamma"),
         ({"gamma": lambda k: -0.1 + 0 * k}, "gamma"),
         ({"inner_steps": 0}, "inner_steps"),
-        ({"inner_steps": 2.5}, "inner_steps"),
         ({"inner_lr": 0.0}, "inner_lr"),
         ({"noise": -1e-4}, "noise"),
         ({"alpha": 1.0}, "alpha"),
@@ -303,3 +302,46 @@ def test_the_compiled_update_does_not_grow_with_inner_steps():
   short, long = program(2), program(50)
   assert len(long) == pytest.approx(len(short), rel=0.01)
   assert program(3) != short  # and it does depend on L (the trip count)
+
+
+def test_a_diverged_chain_goes_out_as_it_is_and_its_buffers_keep_no_nan():
+  transform = entropix.local_entropy(1.0, inner_steps=3, inner_momentum=0.9,
+                                     reset_inner_momentum=False,
+                                     grad_transform=optax.trace(0.5))
+  x = jnp.array([1.0, -2.0])
+  finite = lambda p, i: p
+  state = transform.init(x)
+  _, state = transform.update(finite(x, 0), state, x, grad_fn=finite)  # buffers worth keeping
+  nan_inside = lambda p, i: jnp.where(i > 1, jnp.nan, p)
+  updates, after = transform.update(finite(x, 0), state, x, grad_fn=nan_inside)
+  assert not np.all(np.isfinite(updates))  # for a guard downstream to refuse
+  for kept, was in zip(jax.tree.leaves((after.inner_velocity, after.grad_state)),
+                       jax.tree.leaves((state.inner_velocity, state.grad_state))):
+    np.testing.assert_array_equal(kept, was)
+  assert int(after.count) == 2 and not np.array_equal(after.rng_key, state.rng_key)
+  # A finite update does move the buffers.
+  _, moved = transform.update(finite(x, 0), state, x, grad_fn=finite)
+  assert not np.array_equal(moved.inner_velocity, state.inner_velocity)
+
+
+def test_grad_transform_acts_on_every_gradient_and_keeps_its_state():
+  # Gradients that do not depend on the point: c_0 (the caller's), c_1, c_2.
+  c = jnp.array([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
+  seen = []
+  record = optax.GradientTransformation(
+      lambda p: optax.EmptyState(),
+      lambda g, s, p=None: (seen.append(g) or g, s))
+  transform = entropix.local_entropy(1.0, inner_steps=3, noise=0.0, alpha=0.0,
+                                     grad_transform=optax.chain(record, optax.trace(0.5)))
+  x = jnp.zeros(2)
+  state = transform.init(x)
+  _, state = jax.jit(lambda s: transform.update(c[0], s, x, grad_fn=lambda p, i: c[i]))(state)
+  assert len(seen) == 2  # the caller's gradient, and the loop body's (traced once)
+  # optax.trace over c_0, c_1, c_2: t = c_2 + 0.5 c_1 + 0.25 c_0.
+  np.testing.assert_allclose(state.grad_state[1].trace, c[2] + 0.5 * c[1] + 0.25 * c[0])
+  # The chain stepped along the traced gradients, not the raw ones.
+  plain = entropix.local_entropy(1.0, inner_steps=3, noise=0.0, alpha=0.0)
+  traced = [c[0], c[1] + 0.5 * c[0], c[2] + 0.5 * c[1] + 0.25 * c[0]]
+  want, _ = plain.update(traced[0], plain.init(x), x, grad_fn=lambda p, i: jnp.stack(traced)[i])
+  got, _ = transform.update(c[0], transform.init(x), x, grad_fn=lambda p, i: c[i])
+  np.testing.assert_allclose(got, want, rtol=1e-6)

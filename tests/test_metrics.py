@@ -3,11 +3,13 @@
 import json
 import math
 import os
+import re
 
 import pytest
 
 import training
 from training import config as cfg
+from training import settings
 from training.metrics import MetricsWriter, TrainingDiverged
 
 BUDGET = cfg.Budget(updates_per_epoch=4.0, total=8, eval_every=1.0)
@@ -73,3 +75,30 @@ def test_rate_and_time_left_leave_out_compilation_and_evaluations(tmp_path, monk
   # and 2 evaluations of 10 s.
   assert writer._bar.postfix.endswith("2 backprops/s, 00:25 left")
   writer.close()
+
+
+def test_skipped_updates_are_counted_in_the_records_and_ten_in_a_row_stop(tmp_path, capsys):
+  writer = MetricsWriter(tmp_path / "m.jsonl", [], BUDGET, 1, start=0, progress=True)
+  writer.update(1, 0.7, 0.25, skipped=0, skipped_in_a_row=0)
+  writer.update(2, 0.7, 0.25, skipped=1, skipped_in_a_row=1)
+  assert writer.evaluation(2, lr=0.1, val_loss=0.6, val_error=12.5)["skipped_updates"] == 1
+  assert "update 2: 1 update(s) skipped so far" in capsys.readouterr().err
+  writer.update(3, 0.7, 0.25, skipped=9, skipped_in_a_row=settings.MAX_SKIPPED_IN_A_ROW - 1)
+  with pytest.raises(TrainingDiverged, match=r"skipped updates 3 to 12 \(effective epoch 3\.000\)"):
+    writer.update(12, 0.7, 0.25, skipped=10, skipped_in_a_row=settings.MAX_SKIPPED_IN_A_ROW)
+  writer.close()
+
+
+def test_a_run_whose_inner_loop_diverges_stops_and_says_so(tiny, tmp_path):
+  # Raw pixels and an inner step of 1e4: the inner chains soon overflow,
+  # every update from then on is skipped, the params stay finite, and the
+  # run stops ten updates later.
+  config = tiny(optimizer="entropy-sgd", inner_steps=2, inner_lr=1e4, gamma=1e-6,
+                input_scaling="raw", effective_epochs=4.0)
+  with pytest.raises(TrainingDiverged, match=r"skipped updates (\d+) to (\d+) .*inner loop was "
+                                             r"not finite.*checkpoint.*\(update \d+\)") as error:
+    training.train_and_evaluate(config, tmp_path)
+  first, last = map(int, re.search(r"updates (\d+) to (\d+)", str(error.value)).groups())
+  assert last - first + 1 == settings.MAX_SKIPPED_IN_A_ROW
+  records = _lines(tmp_path / "metrics.jsonl")
+  assert records[-1]["skipped_updates"] > 0 and math.isfinite(records[-1]["val_loss"])

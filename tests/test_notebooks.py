@@ -30,7 +30,8 @@ def outputs(notebook):
 
 def test_quickstart_runs_and_compares_the_four_optimizers(monkeypatch, tmp_path):
   text = outputs(run("quickstart.ipynb", monkeypatch, tmp_path))
-  for line in ("Entropy-SGD:", "local_entropy + adam:", "SGD ", "HJ ", "HEAT "):
+  for line in ("Entropy-SGD:", "local_entropy + adam:", "Linen TrainState + Entropy-SGD:",
+               "SGD ", "HJ ", "HEAT "):
     assert line in text, text
 
 

@@ -98,3 +98,16 @@ def test_the_default_perturbations_are_gaussian():
   # excess kurtosis, -1/16, is 12 standard errors away).
   assert np.mean(np.abs(z * np.sqrt(8) - np.round(z * np.sqrt(8))) < 1e-4) < 0.01
   assert abs(np.mean(z**4) / np.mean(z**2) ** 2 - 3) < 5 * np.sqrt(24 / z.size)
+
+
+def test_a_non_finite_estimate_goes_out_as_it_is_and_grad_state_keeps_no_nan():
+  import optax
+
+  transform = entropix.gaussian_smoothing(0.1, samples=3, grad_transform=optax.trace(0.5))
+  x = jnp.array([1.0, -2.0])
+  state = transform.init(x)
+  _, state = transform.update(x, state, x, grad_fn=lambda p, i: p)
+  updates, after = transform.update(x, state, x, grad_fn=lambda p, i: jnp.where(i > 1, jnp.nan, p))
+  assert not np.all(np.isfinite(updates))
+  np.testing.assert_array_equal(after.grad_state.trace, state.grad_state.trace)
+  assert int(after.count) == 2 and not np.array_equal(after.rng_key, state.rng_key)

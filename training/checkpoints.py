@@ -25,6 +25,49 @@ def fingerprint(dataset: input_pipeline.Dataset) -> str:
   return digest.hexdigest()[:16]
 
 
+def _names(path: tuple[Any, ...]) -> tuple[str, ...]:
+  """A key path as strings, whatever kind of node each key indexes."""
+  return tuple(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+# Where the optimizer state changed layout, and how a leaf is found in the
+# earlier one: entropix's optimizers gained a guard around their outer step
+# (optax.apply_if_finite: its inner_state holds the earlier SGD state, and
+# its counters start at zero).
+_WRAPPED = ("inner_state",)
+
+
+def carry_over(saved: Any, like: Any, where: pathlib.Path) -> Any:
+  """``saved`` (a checkpoint read without a target) in the layout of ``like``.
+
+  Each leaf of ``like`` takes the saved leaf at its path, or at that path
+  without an added wrapper level (:data:`_WRAPPED`); a leaf new to the
+  layout keeps its value in ``like``, the state a fresh run starts from.
+  Every saved leaf must be used, with its shape.
+
+  Raises:
+    ConfigError: the checkpoint holds leaves the layout has no place for.
+  """
+  old = {_names(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(saved)[0]}
+  unused = set(old)
+
+  def take(path, fresh):
+    names = _names(path)
+    for candidate in (names, tuple(n for n in names if n not in _WRAPPED)):
+      if candidate in old and np.shape(old[candidate]) == np.shape(fresh):
+        unused.discard(candidate)
+        return np.asarray(old[candidate], np.asarray(fresh).dtype)
+    return fresh
+
+  state = jax.tree_util.tree_map_with_path(take, like)
+  if unused:
+    raise ConfigError(
+        f"--resume: the checkpoint {where} holds state this version has no place for "
+        f"({', '.join('/'.join(p) for p in sorted(unused)[:3])}, ...): continue it with the "
+        "version that wrote it, or start again in another --workdir")
+  return state
+
+
 class Saved(NamedTuple):
   """The newest checkpoint of a run to resume, before its state is read."""
 
@@ -106,11 +149,22 @@ class Checkpointer:
         meta=ocp.args.JsonSave(meta)))
 
   def restore(self, step: int, like: Any) -> Any:
-    """The state saved at ``step``, shaped like the host tree ``like``."""
+    """The state saved at ``step``, shaped like the host tree ``like`` (a fresh state).
+
+    A checkpoint whose optimizer state predates a layout change is carried
+    over by :func:`carry_over`.
+    """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))
-    return jax.tree.map(np.asarray, restored.state)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract))).state
+    except ValueError as e:
+      if "Structure mismatch" not in str(e):
+        raise
+      raw = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore())).state
+      restored = carry_over(raw, like, self.directory / str(step))
+    return jax.tree.map(np.asarray, restored)
 
   def describe_latest(self) -> str:
     """Where the newest checkpoint is, for error messages."""

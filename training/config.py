@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import jax
 
+import entropix
 import models
 from training import settings
 
@@ -399,6 +400,14 @@ def build_config(**flags: Any) -> Config:
   for low, high in (("rho", "rho_max"), ("gamma", "gamma_max")):
     if high in own and value[high] < value[low]:
       raise ConfigError(f"{flag(high)} {value[high]!r}: must be >= {flag(low)} {value[low]!r}")
+  if {"gamma", "inner_lr"} <= set(own):
+    try:  # the library's own check: a coupling at which the inner loop diverges
+      entropix.local_entropy(value["gamma"], inner_lr=value["inner_lr"],
+                             inner_momentum=value["inner_momentum"],
+                             weight_decay=value["weight_decay"])
+    except ValueError as e:
+      raise ConfigError(f"{flag('gamma')} {value['gamma']!r} with {flag('inner_lr')} "
+                        f"{value['inner_lr']!r}: {e}") from None
   if cls in REPLICATED and "scoping" not in given:  # Parle's gdot, at this batch and data
     train = settings.TRAIN_EXAMPLES[model] - (value["validation_split"] or 0)
     value["scoping"] = settings.PARLE_GDOT * value["batch_size"] / max(train, 1)

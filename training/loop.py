@@ -79,10 +79,12 @@ def build_program(config: Config, dataset: input_pipeline.Dataset,
                  parallel.map(step), parallel.map(evaluate))
 
 
-def _losses(par: devices.Parallel, out: dict[str, Any]) -> tuple[float, float]:
-  """The loss and error of one update (the mean over replicas), on the host
-  (this waits for that update)."""
-  return tuple(float(np.ravel(v)[0]) for v in par.get((out["loss"], out["error"])))
+def _losses(par: devices.Parallel, out: dict[str, Any]) -> tuple[float, float, dict[str, int]]:
+  """The loss and error of one update (the mean over replicas) and the counts
+  of skipped updates, on the host (this waits for that update)."""
+  first = {k: np.ravel(v)[0] for k, v in par.get(out).items()}
+  skips = {k: int(v) for k, v in first.items() if k.startswith("skipped")}
+  return float(first["loss"]), float(first["error"]), skips
 
 
 def _errors(totals: dict[str, Any], n_test: int) -> dict[str, Any]:
@@ -171,10 +173,12 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> Train
       device_state, out = program.train_step(device_state, program.data)
       step += 1
       if pending is not None:
-        metrics.update(pending[0], *_losses(par, pending[1]))
+        loss, error, skips = _losses(par, pending[1])
+        metrics.update(pending[0], loss, error, **skips)
       pending = (step, out)
       if budget.is_eval(step):
-        metrics.update(step, *_losses(par, out))
+        loss, error, skips = _losses(par, out)
+        metrics.update(step, loss, error, **skips)
         pending = None
         device_state = evaluate(device_state, step)
   except TrainingDiverged as e:

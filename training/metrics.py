@@ -11,6 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from training import settings
 from training.config import Budget
 
 
@@ -31,7 +32,9 @@ class MetricsWriter:
   The file is first rewritten with ``history`` (the records of the checkpoint
   a run resumes from, or none), then each :meth:`evaluation` appends one
   line. :meth:`update` takes each update's loss and error (those of its first
-  minibatch) and raises :class:`TrainingDiverged` on NaN or Inf. The bar
+  minibatch) and raises :class:`TrainingDiverged` on NaN or Inf, or when the
+  optimizer skipped :data:`training.settings.MAX_SKIPPED_IN_A_ROW` updates
+  in a row as not finite (each record counts the skipped updates). The bar
   shows effective epochs, the last loss and error, backprops per second and
   the time left, both measured on training time alone (no compilation, no
   evaluation); each evaluation prints a line above it.
@@ -44,6 +47,7 @@ class MetricsWriter:
     self.path, self.history = path, list(history)
     self._budget, self._backprops = budget, backprops_per_update
     self._sums = [0.0, 0.0, 0]  # loss, error, updates since the last evaluation
+    self._skipped: int | None = None  # updates the optimizer skipped, if it ever does
     self._clock: float | None = None  # training time starts after the first update
     self._paused, self._timed, self._eval_seconds = 0.0, 0, []
     self._progress = progress = progress and writes
@@ -57,11 +61,22 @@ class MetricsWriter:
         bar_format="{percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} effective epochs "
                    "[{elapsed}{postfix}]")
 
-  def update(self, step: int, loss: float, error: float) -> None:
-    """Records update ``step``'s training loss and error (a fraction)."""
+  def update(self, step: int, loss: float, error: float, skipped: int | None = None,
+             skipped_in_a_row: int = 0) -> None:
+    """Records update ``step``'s training loss and error (a fraction) and the
+    updates skipped so far (all of them, and the last in a row)."""
     if not math.isfinite(loss):
       raise TrainingDiverged(f"loss is {loss} at update {step} (effective epoch "
                              f"{self._budget.epochs(step):.3f})")
+    if skipped_in_a_row >= settings.MAX_SKIPPED_IN_A_ROW:
+      raise TrainingDiverged(
+          f"the optimizer skipped updates {step - skipped_in_a_row + 1} to {step} (effective "
+          f"epoch {self._budget.epochs(step):.3f}): their inner loop was not finite; lower "
+          "--gamma, --inner-lr or --scoping")
+    if skipped and skipped != self._skipped and self._progress:
+      self._bar.write(f"update {step}: {skipped} update(s) skipped so far, their inner loop "
+                      "not finite", file=sys.stderr)
+    self._skipped = skipped
     self._sums[0] += loss
     self._sums[1] += error
     self._sums[2] += 1
@@ -110,6 +125,7 @@ class MetricsWriter:
         "effective_epochs": round(self._budget.epochs(step), 6), "lr": lr,
         "train_loss": loss / n if n else None, "train_error": 100 * error / n if n else None,
         "val_loss": val_loss, "val_error": val_error, **replicas,
+        **({} if self._skipped is None else {"skipped_updates": self._skipped}),
     }
     self._sums = [0.0, 0.0, 0]
     self.history.append(record)

@@ -38,8 +38,7 @@ def gamma_schedule(settings: EntropySGD | HJ | HJFixedPoint | HEATUniform) -> op
     return settings.gamma
   if isinstance(settings, HJFixedPoint):
     return entropix.scoping(settings.gamma, settings.scoping)
-  ceiling = max(settings.gamma, 1 / settings.inner_lr)
-  return entropix.scoping(settings.gamma, settings.scoping, end_value=ceiling)
+  return entropix.scoping(settings.gamma, settings.scoping, inner_lr=settings.inner_lr)
 
 
 def replica_schedules(settings: ElasticSGD | Parle) -> dict[str, optax.ScalarOrSchedule]:

@@ -117,6 +117,10 @@ BATCH_SIZE = 128  # code and Sec. 7
 PARAM_INIT = "pytorch-legacy"  # code
 EVAL_EVERY = 5.0  # effective epochs between evaluations (ours)
 EVAL_BATCH = 1000  # test examples per evaluation batch (ours; any value gives the same numbers)
+# entropix's optimizers skip an update whose inner loop is not finite; this
+# many in a row and the run stops as diverged (ours: fresh minibatches and
+# noise rarely rescue a chain that failed ten times).
+MAX_SKIPPED_IN_A_ROW = 10
 
 # XLA:CPU runs its convolutions several times slower inside a loop body than
 # outside (jax-ml/jax#12868): All-CNN-C's inner loop is unrolled on CPU, for a

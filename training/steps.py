@@ -149,9 +149,20 @@ def make_train_step(
     # The record's loss: over the devices and, with replicas, over them too,
     # so that the host reads one value without gathering across processes.
     axes = (AXIS, REPLICA_AXIS) if isinstance(config.optimizer, REPLICATED) else AXIS
-    return new, lax.pmean({"loss": loss, "error": error}, axes)
+    out = lax.pmean({"loss": loss, "error": error}, axes)
+    return new, {**out, **skipped_updates(opt_state, axes)}
 
   return step
+
+
+def skipped_updates(opt_state: Any, axes: Any) -> dict[str, jax.Array]:
+  """The updates entropix's optimizers skipped as not finite: in all and in a row
+  (the most of any replica); nothing for an optimizer that never skips (SGD)."""
+  counts = {"skipped": optax.tree.get(opt_state, "total_notfinite"),
+            "skipped_in_a_row": optax.tree.get(opt_state, "notfinite_count")}
+  if counts["skipped"] is None:
+    return {}
+  return lax.pmax(counts, axes)
 
 
 def eval_rows_per_device(devices: int, eval_batch: int) -> int:
