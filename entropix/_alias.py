@@ -1,7 +1,7 @@
 """Ready optimizers of the paper's Table 1: an entropix transform + Nesterov SGD."""
 
 import jax
-import numpy as np
+import jax.numpy as jnp
 import optax
 
 from entropix import _base
@@ -12,9 +12,36 @@ from entropix._local_entropy import Average, local_entropy
 from entropix._smoothing import gaussian_smoothing
 
 
-# optax.apply_if_finite gives up after this many non-finite updates in a row:
-# never, since applying one would leave NaN params for good.
-NEVER_GIVE_UP = int(np.iinfo(np.int32).max)
+def skip_if_not_finite(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+  """``inner``, skipped when the updates it is given are not finite; the skips counted.
+
+  What ``optax.apply_if_finite(inner, max_consecutive_errors=inf)`` does,
+  with its state (``optax.ApplyIfFiniteState``): a NaN or Inf anywhere in
+  ``updates`` makes this update zero and leaves ``inner``'s state as it
+  was; ``notfinite_count`` counts such updates in a row, ``total_notfinite``
+  all of them. It never gives up, since a NaN applied would stay in the
+  params. Selects instead of ``lax.cond``: on an elementwise ``inner``
+  (``optax.sgd``) they join its own pass over the params, and no branch
+  holds a collective that some devices would skip.
+  """
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params):
+    return optax.ApplyIfFiniteState(
+        notfinite_count=jnp.zeros([], jnp.int32), last_finite=jnp.array(True),
+        total_notfinite=jnp.zeros([], jnp.int32), inner_state=inner.init(params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    finite = _base.all_finite(updates)
+    new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+    skip = lambda new, old: jnp.where(finite, new, old)
+    return jax.tree.map(lambda u: skip(u, jnp.zeros_like(u)), new_updates), optax.ApplyIfFiniteState(
+        notfinite_count=skip(0, optax.safe_increment(state.notfinite_count)),
+        last_finite=finite,
+        total_notfinite=skip(state.total_notfinite, optax.safe_increment(state.total_notfinite)),
+        inner_state=jax.tree.map(skip, inner_state, state.inner_state))
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def outer_sgd(
@@ -22,14 +49,13 @@ def outer_sgd(
 ) -> optax.GradientTransformation:
   """The ready optimizers' outer step: Nesterov SGD that skips a non-finite direction.
 
-  ``optax.apply_if_finite`` around ``optax.sgd``: a direction with a NaN or
-  Inf (an inner loop that diverged) leaves the params and the momentum as
-  they were; ``total_notfinite`` and ``notfinite_count`` (in a row) count it.
+  A direction with a NaN or Inf (an inner loop that diverged) leaves the
+  params and the momentum as they were; ``total_notfinite`` and
+  ``notfinite_count`` (in a row) count it (:func:`skip_if_not_finite`).
   """
   _base.check("learning_rate", learning_rate, lambda v: v > 0, "> 0", schedule=True)
   _base.check("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
-  return optax.apply_if_finite(optax.sgd(learning_rate, momentum=momentum, nesterov=True),
-                               NEVER_GIVE_UP)
+  return skip_if_not_finite(optax.sgd(learning_rate, momentum=momentum, nesterov=True))
 
 
 def entropy_sgd(
@@ -60,11 +86,13 @@ def entropy_sgd(
   authors' code puts it. See :func:`entropix.local_entropy` for the gradient
   protocol (``update(..., grad_fn=grad_fn)``) and the other arguments.
 
-  ``outer_sgd`` is ``optax.apply_if_finite(optax.sgd(learning_rate, momentum,
-  nesterov=True), ...)`` that never gives up: an update whose direction is
-  not finite (an inner chain that diverged) is skipped, params and momentum
-  as they were, and counted in the state (``total_notfinite``;
-  ``notfinite_count`` in a row). The same holds for every optimizer here.
+  ``outer_sgd`` is ``optax.sgd(learning_rate, momentum, nesterov=True)``
+  that skips a non-finite direction, as ``optax.apply_if_finite`` would
+  without ever giving up (its state, ``optax.ApplyIfFiniteState``): an
+  update whose direction is not finite (an inner chain that diverged) is
+  skipped, params and momentum as they were, and counted in the state
+  (``total_notfinite``; ``notfinite_count`` in a row). The same holds for
+  every optimizer here.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, entropix

@@ -255,10 +255,14 @@ def all_finite(*trees: Any) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def keep_if_finite(new: Any, old: Any) -> Any:
-  """``new`` if all its leaves are finite, else ``old``: a state a diverged update must
-  not reach. Nothing to check (no leaves) costs nothing."""
+def keep_if_finite(new: Any, old: Any, *checked: Any) -> Any:
+  """``new`` if it and every tree in ``checked`` are finite, else ``old``: a
+  state a diverged update must not reach. Nothing to keep costs nothing.
+
+  ``checked`` may name a value that already tells (a chain's result, which a
+  NaN anywhere in the chain reaches): XLA computes the same check once.
+  """
   if not jax.tree.leaves(new):
     return new
-  finite = all_finite(new)
+  finite = all_finite(*checked) if checked else all_finite(new)
   return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)

@@ -105,8 +105,9 @@ def local_entropy(
   :math:`m` (1.357 for 0.9); such values (gamma's first, for a schedule) are
   refused when the transform is built. A chain that diverges all the
   same emits its non-finite direction, so that ``optax.apply_if_finite``
-  placed after this transform refuses it, and leaves the state as it was
-  (but for the key): no NaN reaches ``inner_velocity``. The ready optimizers
+  placed after this transform refuses it, and keeps ``inner_velocity`` and
+  ``grad_state`` as they were: no NaN reaches them (``count`` and the key
+  advance, as after any update). The ready optimizers
   (:func:`entropix.entropy_sgd` and the others) skip such an update
   themselves and count it.
 
@@ -281,11 +282,13 @@ def local_entropy(
       mu = jax.tree.map(lambda s: s / (steps + 1), mu)
     mean = mu if use_average else y
     # A diverged chain's direction goes out as it is, for a guard downstream
-    # (optax.apply_if_finite) to refuse; the buffers keep none of it (a NaN
-    # or Inf anywhere in the chain reaches the inner buffer, which sums the drift).
+    # to refuse; the buffers keep none of it. A NaN or Inf anywhere in the
+    # chain reaches y_L and so the direction, which the guard checks too.
+    direction = jax.tree.map(jnp.subtract, x, mean)
     buffers = _base.keep_if_finite((velocity if keep_velocity else (), grad_state),
-                                   (state.inner_velocity, state.grad_state))
-    new_updates = to_params(jax.tree.map(jnp.subtract, x, mean))
+                                   (state.inner_velocity, state.grad_state),
+                                   direction, grad_state)
+    new_updates = to_params(direction)
     return new_updates, LocalEntropyState(
         count=optax.safe_increment(state.count), rng_key=next_key,
         inner_velocity=buffers[0], grad_state=buffers[1],

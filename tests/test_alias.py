@@ -112,7 +112,9 @@ OPTIMIZERS = {
 @pytest.mark.parametrize("unroll", [2, True])
 def test_unrolling_the_loop_changes_no_number(name, unroll):
   make = OPTIMIZERS[name]
-  assert_same(jax.jit(lambda: two_updates(make(unroll=unroll)))(), two_updates(make()))
+  # Both compiled: eager op-by-op arithmetic rounds differently from XLA's fusions.
+  assert_same(jax.jit(lambda: two_updates(make(unroll=unroll)))(),
+              jax.jit(lambda: two_updates(make()))())
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import pytest
 
 import input_pipeline
@@ -153,3 +154,37 @@ def test_resume_may_move_the_data_and_change_devices_and_spmd(tiny, mnist_dir, t
   # The same trajectory up to float reassociation.
   for a, b in zip(resumed.history, whole.history):
     assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3, abs=1e-5)
+
+
+def test_a_checkpoint_from_before_the_guarded_outer_step_carries_over(tmp_path):
+  # Before the guard, entropy_sgd's state was (local entropy, SGD); now the
+  # SGD state sits inside optax.apply_if_finite's, with counters of its own.
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+
+  import entropix
+
+  params = {"w": jnp.ones(3)}
+  opt = entropix.entropy_sgd(0.1, gamma=1.0, reset_inner_momentum=False)
+  like = {"params": params, "opt_state": opt.init(params)}
+  trace = jnp.array([1.0, 2.0, 3.0])
+  local = like["opt_state"][0]._replace(count=jnp.asarray(7), inner_velocity={"w": trace})
+  local = {k: v for k, v in local._asdict().items() if k != "grad_state"}  # a new field
+  old_sgd = (optax.TraceState(trace={"w": 2 * trace}), *like["opt_state"][1].inner_state[1:])
+  old = {"params": {"w": 5 * trace}, "opt_state": (local, old_sgd)}
+  checkpointer = checkpoints.Checkpointer(tmp_path)
+  checkpointer.save(3, old, {}, "data", [])
+  restored = checkpointer.restore(3, like)
+  assert jax.tree.structure(restored) == jax.tree.structure(like)
+  np.testing.assert_array_equal(restored["params"]["w"], 5 * trace)
+  np.testing.assert_array_equal(restored["opt_state"][0].inner_velocity["w"], trace)
+  assert int(restored["opt_state"][0].count) == 7
+  guard = restored["opt_state"][1]
+  np.testing.assert_array_equal(guard.inner_state[0].trace["w"], 2 * trace)
+  assert int(guard.total_notfinite) == 0 and bool(guard.last_finite)
+  # State the layout has no place for is refused, not dropped.
+  checkpointer.save(4, {**old, "stranger": jnp.zeros(2)}, {}, "data", [])
+  with pytest.raises(training.ConfigError, match="no place for.*stranger"):
+    checkpointer.restore(4, like)
+  checkpointer.close()

@@ -533,3 +533,16 @@ def test_the_docs_page_has_every_row():
   assert set(DOCUMENTED_AS) == set(ROWS)
   for row, text in DOCUMENTED_AS.items():
     assert text in page, f"docs/composing.md does not mention {row} ({text!r})"
+
+
+@pytest.mark.parametrize("build", [
+    lambda: optax.apply_if_finite(COLUMNS["elastic_sgd"].make(), 3),
+    lambda: optax.apply_if_finite(COLUMNS["parle"].make(), 3),
+    lambda: optax.MultiSteps(COLUMNS["entropy_sgd"].make(), 2),
+    lambda: optax.lookahead(COLUMNS["hj"].make(), 2, 0.5),
+    lambda: optax.flatten(COLUMNS["heat"].make()),
+])
+def test_a_refused_wrapper_is_refused_at_init_before_any_update(build):
+  opt = build()
+  with pytest.raises(TypeError, match="Write instead"):
+    jax.vmap(opt.init, axis_name="r")(REPLICA_PARAMS)

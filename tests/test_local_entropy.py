@@ -304,10 +304,10 @@ def test_the_compiled_update_does_not_grow_with_inner_steps():
   assert program(3) != short  # and it does depend on L (the trip count)
 
 
-def test_a_diverged_chain_goes_out_as_it_is_and_its_buffers_keep_no_nan():
+@pytest.mark.parametrize("grad_transform", [None, optax.trace(0.5)])
+def test_a_diverged_chain_goes_out_as_it_is_and_its_buffers_keep_no_nan(grad_transform):
   transform = entropix.local_entropy(1.0, inner_steps=3, inner_momentum=0.9,
-                                     reset_inner_momentum=False,
-                                     grad_transform=optax.trace(0.5))
+                                     reset_inner_momentum=False, grad_transform=grad_transform)
   x = jnp.array([1.0, -2.0])
   finite = lambda p, i: p
   state = transform.init(x)

