@@ -71,6 +71,8 @@ def hopf_lax_fixed_point(
   ``grad_fn(params, i)`` returns the gradient on minibatch ``i`` for
   ``i = 1 .. inner_steps``. One update costs exactly ``inner_steps + 1``
   gradient evaluations, the caller's included. The loop is a ``lax.scan``.
+  A non-finite :math:`p_L` goes out as it is (for ``optax.apply_if_finite``
+  after this transform to refuse), and ``grad_state`` restarts as at ``init``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, entropix
@@ -160,6 +162,6 @@ def hopf_lax_fixed_point(
                                   unroll=unroll)
     return _base.cast_like(p, params), HopfLaxFixedPointState(
         count=optax.safe_increment(state.count),
-        grad_state=_base.keep_if_finite(grad_state, state.grad_state))
+        grad_state=_base.fresh_if_not_finite(grad_state, lambda: per_gradient.init(x)))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

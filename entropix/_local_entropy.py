@@ -105,9 +105,10 @@ def local_entropy(
   :math:`m` (1.357 for 0.9); such values (gamma's first, for a schedule) are
   refused when the transform is built. A chain that diverges all the
   same emits its non-finite direction, so that ``optax.apply_if_finite``
-  placed after this transform refuses it, and keeps ``inner_velocity`` and
-  ``grad_state`` as they were: no NaN reaches them (``count`` and the key
-  advance, as after any update). The ready optimizers
+  placed after this transform refuses it, and restarts ``inner_velocity``
+  and ``grad_state`` as at ``init``: no NaN stays in them, nor the buffer
+  that led the chain astray (``count`` and the key advance, as after any
+  update). The ready optimizers
   (:func:`entropix.entropy_sgd` and the others) skip such an update
   themselves and count it.
 
@@ -211,14 +212,16 @@ def local_entropy(
   use_momentum = keep_velocity or _base.concrete(inner_momentum) != 0.0
   use_decay = _base.concrete(weight_decay) != 0.0
 
+  def fresh_buffers(params):
+    """The inner buffer and ``grad_state`` of a transform that has not run yet."""
+    velocity = _base.float32_zeros(params) if keep_velocity else ()
+    return velocity, per_gradient.init(_base.at_least_float32(params)) if per_gradient else ()
+
   def init_fn(params: optax.Params) -> LocalEntropyState:
     _compose.refuse_wrappers("local_entropy", init=True, collective=axis_name is not None)
-    velocity = _base.float32_zeros(params) if keep_velocity else ()
-    return LocalEntropyState(
-        count=jnp.zeros([], jnp.int32), rng_key=_base.as_raw_key(key),
-        inner_velocity=velocity,
-        grad_state=per_gradient.init(_base.at_least_float32(params)) if per_gradient else (),
-    )
+    velocity, grad_state = fresh_buffers(params)
+    return LocalEntropyState(count=jnp.zeros([], jnp.int32), rng_key=_base.as_raw_key(key),
+                             inner_velocity=velocity, grad_state=grad_state)
 
   def update_fn(
       updates: optax.Updates,
@@ -282,12 +285,13 @@ def local_entropy(
       mu = jax.tree.map(lambda s: s / (steps + 1), mu)
     mean = mu if use_average else y
     # A diverged chain's direction goes out as it is, for a guard downstream
-    # to refuse; the buffers keep none of it. A NaN or Inf anywhere in the
+    # to refuse; its buffers start afresh. A NaN or Inf anywhere in the
     # chain reaches y_L and so the direction, which the guard checks too.
     direction = jax.tree.map(jnp.subtract, x, mean)
-    buffers = _base.keep_if_finite((velocity if keep_velocity else (), grad_state),
-                                   (state.inner_velocity, state.grad_state),
-                                   direction, grad_state)
+    buffers = _base.fresh_if_not_finite(
+        (velocity if keep_velocity else (), grad_state),
+        lambda: fresh_buffers(params),
+        direction, grad_state)
     new_updates = to_params(direction)
     return new_updates, LocalEntropyState(
         count=optax.safe_increment(state.count), rng_key=next_key,

@@ -56,7 +56,7 @@ def gaussian_smoothing(
   that no gradient is computed for nothing; one update then costs exactly
   ``samples`` gradient evaluations. The loop is a ``lax.scan``. A non-finite
   estimate goes out as it is (for ``optax.apply_if_finite`` after this
-  transform to refuse); a non-finite ``grad_state`` is not kept.
+  transform to refuse), and ``grad_state`` restarts as at ``init``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, entropix
@@ -150,6 +150,7 @@ def gaussian_smoothing(
     mean = jax.tree.map(lambda t: t / count, total)
     return _base.cast_like(mean, params), GaussianSmoothingState(
         count=optax.safe_increment(state.count), rng_key=next_key,
-        grad_state=_base.keep_if_finite(grad_state, state.grad_state))
+        grad_state=_base.fresh_if_not_finite(
+            grad_state, lambda: per_gradient.init(_base.at_least_float32(params))))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
