@@ -12,7 +12,9 @@ from entropix._local_entropy import Average, local_entropy
 from entropix._smoothing import gaussian_smoothing
 
 
-def skip_if_not_finite(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+def skip_if_not_finite(
+    inner: optax.GradientTransformation,
+) -> optax.GradientTransformationExtraArgs:
   """``inner``, skipped when the updates it is given are not finite; the skips counted.
 
   What ``optax.apply_if_finite(inner, max_consecutive_errors=inf)`` does,
@@ -35,7 +37,8 @@ def skip_if_not_finite(inner: optax.GradientTransformation) -> optax.GradientTra
     finite = _base.all_finite(updates)
     new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
     skip = lambda new, old: jnp.where(finite, new, old)
-    return jax.tree.map(lambda u: skip(u, jnp.zeros_like(u)), new_updates), optax.ApplyIfFiniteState(
+    new_updates = jax.tree.map(lambda u: skip(u, jnp.zeros_like(u)), new_updates)
+    return new_updates, optax.ApplyIfFiniteState(
         notfinite_count=skip(0, optax.safe_increment(state.notfinite_count)),
         last_finite=finite,
         total_notfinite=skip(state.total_notfinite, optax.safe_increment(state.total_notfinite)),
@@ -56,6 +59,16 @@ def outer_sgd(
   _base.check("learning_rate", learning_rate, lambda v: v > 0, "> 0", schedule=True)
   _base.check("momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
   return skip_if_not_finite(optax.sgd(learning_rate, momentum=momentum, nesterov=True))
+
+
+def ready(
+    *transforms: optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: float,
+) -> optax.GradientTransformationExtraArgs:
+  """A ready optimizer: ``transforms``, then :func:`outer_sgd`, marked as skipping a
+  non-finite update itself (so ``optax.apply_if_finite`` may wrap it)."""
+  return _compose.guarded(optax.chain(*transforms, outer_sgd(learning_rate, momentum)))
 
 
 def entropy_sgd(
@@ -135,7 +148,7 @@ def entropy_sgd(
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
   """
-  return _compose.guarded(optax.chain(
+  return ready(
       local_entropy(
           gamma,
           inner_steps=inner_steps,
@@ -152,8 +165,8 @@ def entropy_sgd(
           unroll=unroll,
           grad_transform=grad_transform,
       ),
-      outer_sgd(learning_rate, momentum),
-  ))
+      learning_rate=learning_rate, momentum=momentum,
+  )
 
 
 def hj(
@@ -213,7 +226,7 @@ def hj(
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
   """
-  return _compose.guarded(optax.chain(
+  return ready(
       local_entropy(
           gamma,
           inner_steps=inner_steps,
@@ -227,8 +240,8 @@ def hj(
           unroll=unroll,
           grad_transform=grad_transform,
       ),
-      outer_sgd(learning_rate, momentum),
-  ))
+      learning_rate=learning_rate, momentum=momentum,
+  )
 
 
 def hj_fixed_point(
@@ -248,8 +261,9 @@ def hj_fixed_point(
   ``optax.chain(hopf_lax_fixed_point(gamma, ...), outer_sgd(learning_rate,
   momentum))``: :math:`p = \nabla f(x - p/\gamma)` iterated
   ``inner_steps`` times from the gradient at x, then a Nesterov SGD step
-  along p, skipped if p is not finite (see :func:`entropix.entropy_sgd`). The authors' ``FP`` class, whose runs are Table 1's HJ column.
-  One update costs ``inner_steps + 1`` gradient evaluations. See
+  along p, skipped if p is not finite (see :func:`entropix.entropy_sgd`).
+  The authors' ``FP`` class, whose runs are Table 1's HJ column. One update
+  costs ``inner_steps + 1`` gradient evaluations. See
   :func:`entropix.hopf_lax_fixed_point` for the maths and the gradient
   protocol; :func:`entropix.hj` is the paper's Sec. 7.2 form.
 
@@ -280,13 +294,13 @@ def hj_fixed_point(
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
   """
-  return _compose.guarded(optax.chain(
+  return ready(
       hopf_lax_fixed_point(
           gamma, inner_steps=inner_steps, damping=damping, weight_decay=weight_decay,
           axis_name=axis_name, unroll=unroll, grad_transform=grad_transform,
       ),
-      outer_sgd(learning_rate, momentum),
-  ))
+      learning_rate=learning_rate, momentum=momentum,
+  )
 
 
 def heat(
@@ -309,8 +323,8 @@ def heat(
   gradient is averaged over ``samples`` Gaussian perturbations of the
   parameters; ``weight_decay`` acts on the outer step (there is no inner
   loop), which is skipped if the estimate is not finite (see
-  :func:`entropix.entropy_sgd`). The ``updates`` passed in are ignored: pass zeros (see
-  :func:`entropix.gaussian_smoothing`).
+  :func:`entropix.entropy_sgd`). The ``updates`` passed in are ignored: pass
+  zeros (see :func:`entropix.gaussian_smoothing`).
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, entropix
@@ -343,11 +357,11 @@ def heat(
   _base.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
   # Always in the chain, so that the state has one structure whatever
   # inject_hyperparams makes of weight_decay; 0 costs one fused multiply-add.
-  return _compose.guarded(optax.chain(
+  return ready(
       gaussian_smoothing(
           sigma, samples=samples, key=key, axis_name=axis_name, sampler=sampler,
           unroll=unroll, grad_transform=grad_transform,
       ),
       optax.add_decayed_weights(weight_decay),
-      outer_sgd(learning_rate, momentum),
-  ))
+      learning_rate=learning_rate, momentum=momentum,
+  )

@@ -1,4 +1,4 @@
-"""entropix inside optax's and Flax's wrappers: the helpers that make it work, the checks that refuse.
+"""entropix inside optax's and Flax's wrappers: helpers that make it work, checks that refuse.
 
 A transform that calls ``grad_fn(params, i)`` needs three things of whatever
 wraps it: the extra argument ``grad_fn`` forwarded, the params in the form

@@ -9,7 +9,7 @@ from jax import lax
 
 from entropix import _base
 from entropix import _compose
-from entropix._alias import outer_sgd
+from entropix._alias import ready
 from entropix._local_entropy import local_entropy
 
 Center = Literal["params", "targets"]
@@ -132,9 +132,9 @@ def elastic_sgd(
     An ``optax.GradientTransformation``.
   """
   _base.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
-  return _compose.guarded(optax.chain(
-      optax.add_decayed_weights(weight_decay), elastic(rho, axis_name=axis_name, center="params"),
-      outer_sgd(learning_rate, momentum)))
+  return ready(optax.add_decayed_weights(weight_decay),
+               elastic(rho, axis_name=axis_name, center="params"),
+               learning_rate=learning_rate, momentum=momentum)
 
 
 def parle(
@@ -235,12 +235,12 @@ def parle(
     if grad_transform is not None:  # on the one gradient of an update
       opt = optax.chain(_base.check_grad_transform(grad_transform), opt)
     return optax.with_extra_args_support(opt)
-  return _compose.guarded(optax.chain(
+  return ready(
       local_entropy(gamma, inner_steps=steps, inner_lr=inner_lr, noise=noise,
                     alpha=alpha, inner_momentum=inner_momentum,
                     reset_inner_momentum=reset_inner_momentum, weight_decay=weight_decay, key=key,
                     axis_name=data_axis_name, noise_axis=axis_name, unroll=unroll,
                     grad_transform=grad_transform),
       elastic(rho, axis_name=axis_name, center="targets"),
-      outer_sgd(learning_rate, momentum),
-  ))
+      learning_rate=learning_rate, momentum=momentum,
+  )

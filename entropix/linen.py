@@ -19,8 +19,8 @@ class TrainState(train_state.TrainState):
   The same fields and ``create``; ``apply_gradients(grads=g, grad_fn=f)``
   passes ``grad_fn`` to ``tx.update`` (Flax's own takes every keyword for a
   field to replace, so an entropix optimizer never receives it). Without
-  ``grad_fn`` it does what Flax's ``apply_gradients`` does. Subclass it to carry more
-  fields (``batch_stats``), as with Flax's.
+  ``grad_fn`` it does what Flax's ``apply_gradients`` does. Subclass it to
+  carry more fields (``batch_stats``), as with Flax's.
 
   ``grad_fn(params, i)`` receives what ``tx`` updates: ``state.params``, or,
   when the params hold Flax's ``overwrite_with_gradient`` collection (fp8

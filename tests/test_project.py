@@ -25,6 +25,11 @@ def test_ci_runs_exactly_the_readme_test_command():
 # What the library's tests may import: CI runs them where only jax, optax,
 # numpy (and scipy, which jax brings) are installed, at their oldest versions.
 LIBRARY_IMPORTS = {"entropix", "jax", "numpy", "optax", "pytest", "scipy", "test_optax_common"}
+# Library tests the oldest-versions run leaves out, and why. The composition
+# matrix compiles some 130 programs: 44 s of CI's 2 cores a run, which the
+# 10-minute budget cannot take twice. It passed at the oldest versions when it
+# was written (jax 0.5.0, optax 0.2.5: 127 passed, 8 skipped, 2026-12-04).
+MAIN_SUITE_ONLY = {"tests/test_composition.py"}
 
 
 def _imports(path):
@@ -58,7 +63,9 @@ def test_the_oldest_versions_run_covers_every_library_test_and_nothing_else():
   for path in (ROOT / "tests").glob("test_*.py"):
     names = _imports(path)
     if "entropix" in names and names <= allowed:
-      assert str(path.relative_to(ROOT)) in listed, f"add {path.name} to .ci/library_tests"
+      relative = str(path.relative_to(ROOT))
+      assert (relative in listed) != (relative in MAIN_SUITE_ONLY), (
+          f"add {path.name} to .ci/library_tests, or say in MAIN_SUITE_ONLY why not")
 
 
 def test_the_distribution_installs_the_library_alone():

@@ -32,7 +32,7 @@ def _names(path: tuple[Any, ...]) -> tuple[str, ...]:
 
 # Where the optimizer state changed layout, and how a leaf is found in the
 # earlier one: entropix's optimizers gained a guard around their outer step
-# (optax.apply_if_finite: its inner_state holds the earlier SGD state, and
+# (optax.ApplyIfFiniteState: its inner_state holds the earlier SGD state, and
 # its counters start at zero).
 _WRAPPED = ("inner_state",)
 
