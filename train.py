@@ -5,8 +5,9 @@ The command line only: flags -> ``training.build_config`` ->
 
 ``python train.py`` trains mnistfc with Entropy-SGD on the bundled MNIST for
 the paper's budget of 120 effective epochs; ``python train.py --help`` lists
-every flag with its default. The networks start from the authors'
-initialisation, PyTorch 0.x's defaults (``--param-init flax`` for Flax's).
+every flag with its default, and docs/guides/recipes.md the defaults of each
+model and optimizer. The networks start from the authors' initialisation,
+PyTorch 0.x's defaults (``--param-init flax`` for Flax's).
 The budget is counted in effective epochs, backprops * batch_size / N_train
 (paper Remark 22): one update of Entropy-SGD or HEAT costs L = 20 backprops,
 of HJ L = 5, of the fixed point (Table 1's HJ) L + 1 = 6, of SGD 1.
@@ -53,13 +54,9 @@ import models
 import training
 import training.devices
 from training.config import INPUT_SCALINGS, OPTIMIZERS, PARAM_INITS, SPMD, flag
-from training.settings import (BATCH_SIZE, EVAL_EVERY, GAMMA0, LR, OPTIMIZER_DEFAULTS,
-                               PAPER_BUDGET, PARAM_INIT, PARLE_GDOT, SCOPING, TRAIN_EXAMPLES,
-                               TUNED, WEIGHT_DECAY)
+from training.settings import BATCH_SIZE, EVAL_EVERY, MOMENTUM, PARAM_INIT
 
-
-def _per_model(table: dict[str, float]) -> str:
-  return ", ".join(f"{v:g} ({k})" for k, v in table.items())
+RECIPE = "default: the recipe"  # what --help says of a default that depends on the cell
 
 
 def _users(name: str) -> str:
@@ -68,24 +65,24 @@ def _users(name: str) -> str:
                    if name in (f.name for f in dataclasses.fields(cls)))
 
 
-def _per_optimizer(name: str) -> str:
-  return ", ".join(f"{d[name]:g} ({o})" for o, d in OPTIMIZER_DEFAULTS.items() if name in d)
-
-
-def _tuned(name: str) -> str:
-  cells = [f"{v:g} ({m}/{o})" for (m, o), d in TUNED.items() for k, v in d.items() if k == name]
-  return ", ".join(cells) or "none yet"
-
-
-# Optimizer settings whose help is what they are and their defaults per optimizer.
+# The optimizers' own settings: (type, metavar, what it is).
 OPTIMIZER_FLAGS = {
-    "inner_lr": "inner step size",
-    "noise": "Langevin noise scale, temperature noise^2",
-    "alpha": "exponential averaging of the inner iterates",
-    "damping": "weight kept on the previous fixed-point iterate",
-    "rho": "elastic coupling rho0 to the replicas' mean",
-    "rho_max": "ceiling of rho as --scoping grows it",
-    "gamma_max": "ceiling of gamma as --scoping grows it",
+    "gamma": (float, None, "coupling strength gamma0"),
+    "scoping": (float, None, "gamma grows by a factor 1 + SCOPING per update (up to 1 / "
+                "inner_lr where there is one; elastic-sgd, parle: rho and gamma, up to "
+                "--rho-max and --gamma-max); heat: sigma^2 shrinks by it; 0 turns scoping off"),
+    "inner_steps": (int, "L", "inner loop length, backprops per update (hj-fixed-point: L + 1)"),
+    "inner_lr": (float, None, "inner step size"),
+    "inner_momentum": (float, "M", "Nesterov momentum of the inner loop, its buffer kept "
+                       "across updates as in the authors' code"),
+    "noise": (float, None, "Langevin noise scale, temperature noise^2"),
+    "alpha": (float, None, "exponential averaging of the inner iterates"),
+    "damping": (float, None, "weight kept on the previous fixed-point iterate"),
+    "sigma": (float, None, "perturbation scale, sigma^2 is the paper's gamma"),
+    "samples": (int, None, "backprops (perturbations) per update"),
+    "rho": (float, None, "elastic coupling rho0 to the replicas' mean"),
+    "rho_max": (float, None, "ceiling of rho as --scoping grows it"),
+    "gamma_max": (float, None, "ceiling of gamma as --scoping grows it"),
 }
 
 
@@ -94,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="train.py", description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog="Default budgets (paper Table 1, effective epochs): " + ", ".join(
-          f"{m}/{o} {b}" for (m, o), b in PAPER_BUDGET.items()))
+      epilog="The recipe: the default of the --model and --optimizer chosen (paper Table 1's "
+             "budget, its settings, the tuned values), one table in docs/guides/recipes.md.")
   add = parser.add_argument
   add("--model", default="mnistfc", choices=sorted(models.REGISTRY),
       help="network (default: %(default)s); mnistfc and lenet train on MNIST, allcnn on CIFAR-10")
@@ -105,77 +102,41 @@ def build_parser() -> argparse.ArgumentParser:
            "(Eq. 35) are the forms the paper's text describes; elastic-sgd and parle (Sec. 4.3) "
            "couple --replicas copies of the network")
   add("--effective-epochs", type=float, metavar="E",
-      help="budget: backprops * batch_size / N_train (default: the paper's Table 1 budget of the "
-           "model and optimizer, e.g. 120 for mnistfc/entropy-sgd; see below)")
-  add("--batch-size", type=int, default=128, metavar="B",
+      help=f"budget: backprops * batch_size / N_train ({RECIPE})")
+  add("--batch-size", type=int, default=BATCH_SIZE, metavar="B",
       help="global minibatch, split across devices (default: %(default)s)")
-  add("--lr", type=float,
-      help=f"outer learning rate (default: {LR}, unless tuned: {_tuned('lr')})")
+  add("--lr", type=float, help=f"outer learning rate ({RECIPE})")
   add("--lr-schedule", metavar="E:LR,...",
       help="piecewise constant: from effective epoch E on use LR, e.g. '60:0.02,120:0.004'; "
-           "'none' keeps --lr (default: --lr divided by 5 every 60 effective epochs, the paper's "
-           "'/5 every 3 epochs' of Entropy-SGD with L = 20)")
-  add("--gamma", type=float,
-      help=f"{_users('gamma')}: coupling strength gamma0 (default: "
-           f"{_per_model(GAMMA0)}; hj-fixed-point "
-           f"{OPTIMIZER_DEFAULTS['hj-fixed-point']['gamma']:g}; parle "
-           f"{OPTIMIZER_DEFAULTS['parle']['gamma']:g}; unless tuned: {_tuned('gamma')})")
-  add("--scoping", type=float,
-      help=f"{_users('scoping')}: gamma grows by a factor 1 + SCOPING per update (entropy-sgd, "
-           "hj, heat-uniform: up to 1 / inner_lr, beyond 2 / inner_lr the inner loop "
-           "diverges); heat: sigma^2 shrinks by it; elastic-sgd, parle: rho and gamma grow by it "
-           "up to --rho-max and --gamma-max; 0 turns scoping off "
-           f"(default: {SCOPING:g}, the paper's; elastic-sgd and parle: 0.5 / minibatches per "
-           "epoch of the model's training set less --validation-split, as the authors' Parle "
-           f"code: {PARLE_GDOT * BATCH_SIZE / TRAIN_EXAMPLES['lenet']:.3g} on MNIST at batch "
-           f"{BATCH_SIZE})")
-  add("--inner-steps", type=int, metavar="L",
-      help=f"{_users('inner_steps')}: inner loop length, backprops per update (hj-fixed-point: "
-           f"L + 1) (default: {_per_optimizer('inner_steps')})")
-  add("--inner-momentum", type=float, metavar="M",
-      help=f"{_users('inner_momentum')}: Nesterov momentum of the inner loop, its buffer kept "
-           f"across updates as in the authors' code (default: "
-           f"{_per_optimizer('inner_momentum')})")
-  for name, what in OPTIMIZER_FLAGS.items():  # the rest: one line each, defaults per optimizer
-    add(flag(name), type=float,
-        help=f"{_users(name)}: {what} (default: {_per_optimizer(name)})")
-  add("--sigma", type=float,
-      help=f"heat: perturbation scale, sigma^2 is the paper's gamma "
-           f"(default: {OPTIMIZER_DEFAULTS['heat']['sigma']:g}, unless tuned: {_tuned('sigma')})")
-  add("--samples", type=int,
-      help=f"heat: backprops (perturbations) per update (default: "
-           f"{OPTIMIZER_DEFAULTS['heat']['samples']})")
+           "'none' keeps --lr (default: --lr divided by 5 every 60 effective epochs)")
+  for name, (kind, metavar, what) in OPTIMIZER_FLAGS.items():
+    add(flag(name), type=kind, metavar=metavar, help=f"{_users(name)}: {what} ({RECIPE})")
   add("--replicas", type=int, metavar="N",
-      help=f"{_users('replicas')}: parameter copies, each on --devices / N devices (data "
-           "parallel within a replica), each with its own initialisation (seed + r), "
-           "minibatches and noise; effective epochs count every replica's backprops "
-           "(default: one replica per device)")
+      help=f"{_users('replicas')}: parameter copies, each on --devices / N devices, each with "
+           "its own initialisation (seed + r), minibatches and noise; effective epochs count "
+           "every replica's backprops (default: one replica per device)")
   add("--unroll", type=int, metavar="K",
       help="optimizers with an inner loop: its iterations per compiled loop body (default: the "
-           "whole loop for allcnn on CPU, where XLA runs convolutions in loop bodies "
-           "3-4x slower, jax-ml/jax#12868; otherwise 1, so compile time does not grow with L)")
-  add("--momentum", type=float, default=0.9,
+           "whole loop for allcnn on CPU, jax-ml/jax#12868; otherwise 1)")
+  add("--momentum", type=float, default=MOMENTUM,
       help="Nesterov momentum of the outer update (default: %(default)s)")
   add("--weight-decay", type=float,
-      help="L2 coefficient; inside the inner loop where there is one, on the outer step for "
-           f"sgd and heat (default: {_per_model(WEIGHT_DECAY)}; 0 for sgd, as the authors' "
-           "code)")
+      help=f"L2 coefficient: inside the inner loop where there is one, else on the outer "
+           f"step ({RECIPE})")
   add("--seed", type=int, default=0, help="seed of the initialisation, data order, dropout "
       "and noise (default: %(default)s)")
   add("--data-dir", metavar="DIR",
       help="mnistfc, lenet: a directory of the four IDX files or 'tfds:mnist' (default: the "
            "bundled MNIST); allcnn: a cifar-10-batches-bin directory or 'tfds:cifar10' "
-           "('tfds' for short; default: none, required). tfds:NAME reads a copy prepared "
-           "once in tensorflow-datasets' data dir")
+           "(default: none, required)")
   add("--workdir", metavar="DIR",
       help="receives config.json, metrics.jsonl and checkpoints/ "
            "(default: runs/MODEL-OPTIMIZER-seedSEED-TIMESTAMP-PID)")
   add("--resume", action="store_true",
-      help="continue from the newest checkpoint in --workdir up to --effective-epochs "
-           "(starts afresh if there is none) (default: off)")
+      help="continue from the newest checkpoint in --workdir up to --effective-epochs, or "
+           "start afresh if there is none (default: off)")
   add("--devices", type=int, metavar="N",
-      help="number of devices the batch is split over (default: all; across processes: "
-           "all of every process's)")
+      help="number of devices the batch is split over (default: all, of every process)")
   add("--eval-every", type=float, default=EVAL_EVERY, metavar="E",
       help="evaluate and checkpoint every E effective epochs, and at the end "
            "(default: %(default)s)")
@@ -183,17 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
       help="train on all but the last N training images and evaluate on those N instead of "
            "the test set, for tuning (default: 0, off)")
   add("--input-scaling", default="raw", choices=INPUT_SCALINGS,
-      help="MNIST pixels: raw 0..255 as the paper ('no pre-processing'), or centered "
-           "(x - 126) / 126 as the authors' Lua code (default: %(default)s)")
+      help="MNIST pixels: raw 0..255 as the paper, or centered (x - 126) / 126 as the "
+           "authors' Lua code (default: %(default)s)")
   add("--param-init", default=PARAM_INIT, choices=PARAM_INITS,
-      help="parameter initialisation: pytorch-legacy, PyTorch 0.x's defaults as the authors' "
-           "Table-1 code ran (weights and biases U(+-1/sqrt(fan_in)), BatchNorm scale U(0, 1)), "
-           "or flax, Flax's defaults (default: %(default)s)")
+      help="parameter initialisation: PyTorch 0.x's defaults, as the authors' Table-1 code "
+           "ran, or Flax's (default: %(default)s)")
   add("--spmd", choices=SPMD,
       help="run the per-device step under jax.pmap or jax.shard_map (default: pmap; "
-           "shard_map for elastic-sgd and parle, whose replicas x devices are two axes)")
+           "shard_map for elastic-sgd and parle)")
   add("--no-progress", dest="progress", action="store_false",
       help="no progress bar on stderr (default: shown)")
+  _add_process_flags(parser)
+  return parser
+
+
+def _add_process_flags(parser: argparse.ArgumentParser) -> None:
   processes = parser.add_argument_group(
       "several processes (jax.distributed; every process runs the same command with its "
       "own --process-id and the same --workdir; process 0 writes the files and the output)")
@@ -201,8 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
   processes.add_argument(
       "--coordinator", metavar="HOST:PORT", default=env("JAX_COORDINATOR_ADDRESS"),
       help="address of process 0's coordination service, or 'auto' in a cluster jax knows "
-           "(Cloud TPU, Slurm, ...: it finds the address, count and id) (default: "
-           "$JAX_COORDINATOR_ADDRESS; none: one process)")
+           "(Cloud TPU, Slurm, ...) (default: $JAX_COORDINATOR_ADDRESS; none: one process)")
   processes.add_argument("--num-processes", type=int, metavar="N",
                          default=env("JAX_NUM_PROCESSES"),
                          help="number of processes (default: $JAX_NUM_PROCESSES)")
@@ -211,7 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
   processes.add_argument("--heartbeat-timeout", type=int, default=100, metavar="S",
                          help="seconds without a heartbeat after which a process counts as "
                               "dead and the others stop (default: %(default)s)")
-  return parser
 
 
 # The flags of a multi-process run: they go to jax.distributed, not to the config.

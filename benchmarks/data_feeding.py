@@ -14,9 +14,9 @@ device, batch 128, this measures in one process:
 ``feed / step`` is the share of an update spent on data (target < 5%): an
 upper bound, since inside the update XLA may fuse the gather into the first
 layer. Medians over rounds that interleave the two. Writes
-results/data_feeding.json.
+benchmarks/records/data_feeding.json.
 
-Run: python benchmarks/data_feeding.py [--rounds 5] [--out results/data_feeding.json]
+Run: python benchmarks/data_feeding.py [--rounds 5] [--out benchmarks/records/data_feeding.json]
 """
 
 import argparse
@@ -88,7 +88,7 @@ def measure(model, optimizer, rounds):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--rounds", type=int, default=5)
-  parser.add_argument("--out", default="results/data_feeding.json")
+  parser.add_argument("--out", default="benchmarks/records/data_feeding.json")
   args = parser.parse_args()
   cases = [measure(m, o, args.rounds) for m, o in CASES]
   result = {

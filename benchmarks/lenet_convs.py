@@ -9,8 +9,10 @@ convolutions' gradients there (a GPU's default float32 matmul precision shows
 here). Needs only jax, flax, optax and the repository on PYTHONPATH, so it
 runs on a machine that installs nothing.
 
-Run: PYTHONPATH=. python benchmarks/lenet_convs.py --out FILE.json (results/ holds
-the H200 and one-CPU-core runs)
+Run: PYTHONPATH=. python benchmarks/lenet_convs.py --out FILE.json. Its records:
+``PYTHONPATH=. python benchmarks/lenet_convs.py --out benchmarks/records/lenet_convs_h200.json``
+on an NVIDIA H200, and ``PYTHONPATH=. taskset -c 1 python benchmarks/lenet_convs.py --out
+benchmarks/records/lenet_convs_cpu_one_core.json`` on one CPU core.
 """
 
 import argparse

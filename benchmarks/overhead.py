@@ -12,9 +12,9 @@ same under every optimizer):
 * compile time of ``entropy_sgd`` with inner_steps=50 against inner_steps=2.
 
 Every figure is the median over rounds that interleave the variants, so that
-drift on a shared machine hits them alike. Writes results/overhead.json.
+drift on a shared machine hits them alike. Writes benchmarks/records/overhead.json.
 
-Run: python benchmarks/overhead.py [--rounds 7] [--out results/overhead.json]
+Run: python benchmarks/overhead.py [--rounds 7] [--out benchmarks/records/overhead.json]
 """
 
 import argparse
@@ -36,6 +36,14 @@ from entropix import _noise
 
 SIZES = (784, 1024, 1024, 10)
 BATCH = 128
+# Bars: time per gradient evaluation over one SGD step's, and compile time
+# with inner_steps 50 over 2.
+TARGETS = {
+    "entropy_sgd": 1.10,
+    "entropy_sgd_noise0": 1.05,
+    "hj": 1.05,
+    "compile_50_over_2": 1.5,
+}
 
 
 def init_mlp(key):
@@ -108,19 +116,9 @@ def machine():
   }
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--rounds", type=int, default=7)
-  parser.add_argument("--calls", type=int, default=40, help="gradient evaluations per timing")
-  parser.add_argument("--out", default="results/overhead.json")
-  args = parser.parse_args()
-  if args.rounds < 1 or args.calls < 20:
-    parser.error(f"--rounds must be >= 1 and --calls >= 20, got {args.rounds}, {args.calls}")
-
-  key = jax.random.PRNGKey(0)
-  params = init_mlp(key)
-  n_params = sum(x.size for x in jax.tree.leaves(params))
-  variants = {
+def variants():
+  """Each optimizer measured, with its gradient evaluations per update."""
+  return {
       "sgd": (optax.sgd(0.1, momentum=0.9, nesterov=True), 1),
       "entropy_sgd": (entropix.entropy_sgd(0.1, gamma=0.03, inner_steps=20), 20),
       "entropy_sgd_normal_sampler": (
@@ -131,15 +129,23 @@ def main():
       "hj": (entropix.hj(0.1, gamma=0.03), 5),
       "heat": (entropix.heat(0.1, sigma=1e-3, samples=20), 20),
   }
+
+
+def build_runners(params):
+  """[step, carry, batches, evals] per variant, each step compiled and warmed up."""
   runners = {}
-  for name, (opt, evals) in variants.items():
+  for name, (opt, evals) in variants().items():
     p = jax.tree.map(jnp.copy, params)
     batches = make_batches(jax.random.PRNGKey(1), evals)
     step = make_step(opt)
     carry = (p, opt.init(p))
     carry = step(*carry, batches)  # compile and warm up
     runners[name] = [step, carry, batches, evals]
+  return runners
 
+
+def build_samplers(key, params):
+  """The noise samplers alone, for all parameters, compiled."""
   leaves = jax.tree.leaves(params)
   samplers = {
       "threefry_normal": jax.jit(
@@ -149,20 +155,41 @@ def main():
   }
   for fn in samplers.values():
     jax.block_until_ready(fn(key))
+  return samplers
 
+
+def interleaved_rounds(runners, samplers, key, rounds, calls):
+  """Seconds per gradient evaluation and sampler milliseconds, per round."""
   per_grad = {name: [] for name in runners}
   noise_ms = {name: [] for name in samplers}
-  for _ in range(args.rounds):
+  for _ in range(rounds):
     for name, runner in runners.items():
       step, carry, batches, evals = runner
-      calls = max(1, args.calls // evals)
-      seconds, runner[1] = time_calls(step, carry, (batches,), calls)
+      seconds, runner[1] = time_calls(step, carry, (batches,), max(1, calls // evals))
       per_grad[name].append(seconds / evals)
     for name, fn in samplers.items():
       start = time.perf_counter()
       for i in range(5):
         jax.block_until_ready(fn(jax.random.fold_in(key, i)))
       noise_ms[name].append((time.perf_counter() - start) / 5 * 1e3)
+  return per_grad, noise_ms
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--rounds", type=int, default=7)
+  parser.add_argument("--calls", type=int, default=40, help="gradient evaluations per timing")
+  parser.add_argument("--out", default="benchmarks/records/overhead.json")
+  args = parser.parse_args()
+  if args.rounds < 1 or args.calls < 20:
+    parser.error(f"--rounds must be >= 1 and --calls >= 20, got {args.rounds}, {args.calls}")
+
+  key = jax.random.PRNGKey(0)
+  params = init_mlp(key)
+  n_params = sum(x.size for x in jax.tree.leaves(params))
+  runners = build_runners(params)
+  samplers = build_samplers(key, params)
+  per_grad, noise_ms = interleaved_rounds(runners, samplers, key, args.rounds, args.calls)
 
   compile_s = {2: [], 50: []}
   for _ in range(3):
@@ -173,12 +200,6 @@ def main():
   sgd = median["sgd"]
   ratio = {k: v / sgd for k, v in median.items() if k != "sgd"}
   compile_ratio = statistics.median(compile_s[50]) / statistics.median(compile_s[2])
-  targets = {
-      "entropy_sgd": 1.10,
-      "entropy_sgd_noise0": 1.05,
-      "hj": 1.05,
-      "compile_50_over_2": 1.5,
-  }
   result = {
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "machine": machine(),
@@ -189,10 +210,10 @@ def main():
       "noise_ms_all_parameters": {k: round(statistics.median(v), 3) for k, v in noise_ms.items()},
       "compile_s": {str(k): round(statistics.median(v), 3) for k, v in compile_s.items()},
       "compile_50_over_2": round(compile_ratio, 3),
-      "targets": targets,
+      "targets": TARGETS,
       "meets_target": {
           k: (compile_ratio if k == "compile_50_over_2" else ratio[k]) <= t
-          for k, t in targets.items()
+          for k, t in TARGETS.items()
       },
       "all_ms_per_gradient_evaluation": {k: [round(x * 1e3, 3) for x in v] for k, v in per_grad.items()},
   }

@@ -36,9 +36,9 @@ optimizer of train.py with its default settings, this measures in one process:
   update_ms``. Without torch those rows are skipped, and the output says so.
 
 Medians over rounds that interleave the variants, so that drift on a shared
-machine hits them alike. Writes results/step_overhead.json.
+machine hits them alike. Writes benchmarks/records/step_overhead.json.
 
-Run: python benchmarks/step_overhead.py [--rounds 5] [--out results/step_overhead.json]
+Run: python benchmarks/step_overhead.py [--rounds 5] [--out benchmarks/records/step_overhead.json]
 """
 
 import argparse
@@ -311,7 +311,7 @@ def main():
   parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
   parser.add_argument("--optimizers", nargs="+", default=list(config_lib.OPTIMIZERS),
                       choices=list(config_lib.OPTIMIZERS))
-  parser.add_argument("--out", default="results/step_overhead.json")
+  parser.add_argument("--out", default="benchmarks/records/step_overhead.json")
   args = parser.parse_args()
   try:
     import torch

@@ -8,6 +8,7 @@ Table 1) and heat-equation smoothing (HEAT), each an optax
 ``masked_grad_fn`` and ``forward_extra_args`` carry ``grad_fn`` through the
 optax wrappers that would withhold it; ``entropix.linen`` (which imports
 Flax, so is not imported here) has a Flax ``TrainState`` that forwards it.
+``counter_bits`` is the integer hash the Langevin noise is drawn from.
 """
 
 from entropix import pde
@@ -17,6 +18,7 @@ from entropix._elastic import ElasticState, elastic, elastic_sgd, parle
 from entropix._fixed_point import HopfLaxFixedPointState, hopf_lax_fixed_point
 from entropix._local_entropy import LocalEntropyState, local_entropy
 from entropix._minibatches import minibatch_grad_fn
+from entropix._noise import counter_bits
 from entropix._schedules import scoping
 from entropix._smoothing import GaussianSmoothingState, gaussian_smoothing
 
@@ -27,6 +29,7 @@ __all__ = [
     "GaussianSmoothingState",
     "HopfLaxFixedPointState",
     "LocalEntropyState",
+    "counter_bits",
     "elastic",
     "elastic_sgd",
     "entropy_sgd",

@@ -9,7 +9,7 @@ from a counter-based integer hash of its position (two rounds of the
 arithmetic that consumes the noise. The result is a pure function of the key:
 the same key gives the same noise on every device and every run.
 
-Two laws are offered:
+Three laws are offered:
 
 * ``"binomial"``: ``(popcount(h) - 16) / sqrt(8)`` for a 32-bit hash ``h``, a
   standardised Binomial(32, 1/2). Mean 0, variance 1, symmetric (all odd
@@ -46,14 +46,37 @@ def _mix(h: jax.Array) -> jax.Array:
   return h ^ (h >> 16)
 
 
+def counter_bits(key: jax.Array, counter: jax.Array) -> jax.Array:
+  """32 pseudo-random bits for each element of the integer array ``counter``.
+
+  ``mix(mix(counter ^ s0) ^ s1)`` element by element, where ``(s0, s1)`` are
+  32 bits each drawn from ``key`` (``jax.random.bits``) and ``mix`` is the
+  ``lowbias32`` integer hash (``counter`` is taken mod 2**32). An element's
+  bits depend only on the key and its counter, not on the array's shape or
+  on how it is split across devices: entropix's noise numbers a leaf's
+  elements 0, 1, ...; ``models.layers.Dropout`` numbers each unit by its
+  position in the global batch. Distinct counters give distinct bits.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> key = jax.random.key(0)
+    >>> bits = counter_bits(key, jnp.arange(6).reshape(2, 3))
+    >>> bits.dtype, bits.shape
+    (dtype('uint32'), (2, 3))
+    >>> bool((counter_bits(key, jnp.arange(3, 6)) == bits[1]).all())  # by counter alone
+    True
+  """
+  seed = jax.random.bits(key, (2,), jnp.uint32)
+  counter = jnp.asarray(counter).astype(jnp.uint32)
+  return _mix(_mix(counter ^ seed[0]) ^ seed[1])
+
+
 def _hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """32 pseudo-random bits per element of ``shape``, keyed by ``key``."""
   size = math.prod(shape)
   if size >= 2**32:
     raise ValueError(f"a leaf of {size} elements is too large for the counter")
-  seed = jax.random.bits(key, (2,), jnp.uint32)
-  counter = lax.iota(jnp.uint32, size).reshape(shape)
-  return _mix(_mix(counter ^ seed[0]) ^ seed[1])
+  return counter_bits(key, lax.iota(jnp.uint32, size).reshape(shape))
 
 
 def standard_noise(

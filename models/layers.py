@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+import entropix
+
 # Flax's BatchNorm momentum: running = BN_MOMENTUM * running + (1 - BN_MOMENTUM) * batch
 # (PyTorch's momentum 0.1). The evaluation inverts it to read a batch's statistics.
 BN_MOMENTUM = 0.9
@@ -69,17 +71,6 @@ def batch_norm(train: bool, axis_name: str | None, init: str = "flax") -> nn.Bat
   )
 
 
-def _mix(h: jax.Array) -> jax.Array:
-  # lowbias32 (C. Wellons): a bijection on uint32 with near-ideal avalanche.
-  # entropix._noise hashes its Langevin noise the same way; the networks do
-  # not import the optimizer library, so the five lines live in both.
-  h = h ^ (h >> 16)
-  h = h * jnp.uint32(0x7FEB352D)
-  h = h ^ (h >> 15)
-  h = h * jnp.uint32(0x846CA68B)
-  return h ^ (h >> 16)
-
-
 class Dropout(nn.Module):
   """Inverted dropout whose mask for an example depends only on its global position.
 
@@ -88,16 +79,15 @@ class Dropout(nn.Module):
   d is example ``e = d * rows + r`` of the global batch, and unit u of it
   (row-major over the feature axes, U units per example) is kept when
 
-      h = mix(mix((e * U + u) ^ s0) ^ s1) < round((1 - rate) * 2**32),
+      counter_bits(key, e * U + u) < round((1 - rate) * 2**32),
 
-  where ``(s0, s1)`` are 32 bits each drawn once per call from the layer's
-  ``"dropout"`` key (the seed and the minibatch) and ``mix`` is the
-  ``lowbias32`` integer hash. 1 device and N devices (``axis_name`` under
+  where ``key`` is the layer's ``"dropout"`` key (the seed and the
+  minibatch) and :func:`entropix.counter_bits` the integer hash that
+  entropix draws its noise from. 1 device and N devices (``axis_name`` under
   pmap or shard_map) therefore drop the same units of the same example.
   The hash costs ~12 integer operations per unit, fused by XLA into the
-  multiply that applies the mask; ``jax.random.bernoulli`` (threefry) per
-  example cost a quarter of mnistfc's backprop on a CPU. The keep rate is
-  exact to 2**-32.
+  multiply that applies the mask, where ``jax.random.bernoulli`` (threefry)
+  spends ~80 per 32-bit word. The keep rate is exact to 2**-32.
 
   Attributes:
     rate: probability of zeroing a unit, in [0, 1).
@@ -128,16 +118,15 @@ class Dropout(nn.Module):
       raise ValueError(
           f"dropout counts units with 32 bits: a global batch of {rows * devices} x "
           f"{units} units is too large")
-    seed = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
     example = (first + lax.iota(jnp.int32, rows)).astype(jnp.uint32) * jnp.uint32(units)
     unit = lax.iota(jnp.uint32, units).reshape(x.shape[1:])
     counter = example.reshape((rows,) + (1,) * (x.ndim - 1)) + unit
     keep_prob = 1.0 - self.rate
     threshold = jnp.uint32(min(round(keep_prob * 2**32), 2**32 - 1))
-    keep = _mix(_mix(counter ^ seed[0]) ^ seed[1]) < threshold
+    keep = entropix.counter_bits(self.make_rng("dropout"), counter) < threshold
     # A multiply by the scaled mask, not jnp.where(keep, x / keep_prob, 0):
-    # with the latter XLA:CPU fused the division into the patch convolution
-    # that follows and LeNet's backprop took 19 ms instead of 9.5.
+    # XLA:CPU fuses that division into the patch convolution that follows,
+    # which doubles LeNet's backprop.
     return x * jnp.where(keep, 1.0 / keep_prob, 0.0).astype(x.dtype)
 
 
@@ -148,7 +137,7 @@ def max_pool(x: jax.Array, window: int) -> jax.Array:
   strides=(window, window))``, ties included: the gradient goes to the first
   maximum of each patch in row-major order, as XLA's select-and-scatter sends
   it. XLA:CPU runs select-and-scatter slowly; here the backward pass is one
-  elementwise select (LeNet's 3x3 pool, batch 128: 1.4 ms against 9.2 ms).
+  elementwise select, several times faster.
   """
   n, h, w, c = x.shape
   rows, cols = h // window, w // window
@@ -177,11 +166,11 @@ def patch_conv(
   and W is the kernel reshaped to (kh * kw * C, O). The maths is the
   convolution's; only the summation order differs (float rounding). Its
   gradients are matmuls and slice-adds, which XLA:CPU runs several times
-  faster than its convolution gradients: LeNet's two convolutions, forward
-  and backward at batch 128, 26 ms -> 9.4 ms on a 2-core CPU. The patches take
-  kh * kw times the input's memory, so use it for small images (LeNet), not
-  for All-CNN-C. Any other configuration goes to ``lax.conv_general_dilated``.
-  Pass it to Flax as ``nn.Conv(..., conv_general_dilated=patch_conv)``.
+  faster than its convolution gradients (``benchmarks/lenet_convs.py``
+  measures LeNet's). The patches take kh * kw times the input's memory, so
+  use it for small images (LeNet), not for All-CNN-C. Any other
+  configuration goes to ``lax.conv_general_dilated``. Pass it to Flax as
+  ``nn.Conv(..., conv_general_dilated=patch_conv)``.
 
   Example:
     >>> import jax.numpy as jnp

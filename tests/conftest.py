@@ -26,15 +26,17 @@ def write_idx(path, array, compress=False):
 
 
 @pytest.fixture(scope="session")
-def load_benchmark():
-  """``load_benchmark(name)``: the benchmark script ``name``.py as a module
-  (its folder on sys.path, for the siblings it imports)."""
-  folder = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+def load_script():
+  """``load_script(path)``: the script at ``path`` (from the repository root,
+  e.g. ``"experiments/tuning/tune.py"``) as a module, its folder on sys.path
+  for the siblings it imports."""
+  root = pathlib.Path(__file__).resolve().parent.parent
 
-  def load(name):
-    if str(folder) not in sys.path:
-      sys.path.insert(0, str(folder))
-    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+  def load(path):
+    path = root / path
+    if str(path.parent) not in sys.path:
+      sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

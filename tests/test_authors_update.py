@@ -2,7 +2,7 @@
 
 ``AuthorsStep`` below is a NumPy transcription, in float64, of one outer step
 of the classes of ``hamilton-jacobi/code/optim.py`` that produced Table 1
-(ESGD, HJB, FP, HEAT), written from ../shared/REFERENCE.md section 2 and the
+(ESGD, HJB, FP, HEAT), written from the code as docs/guides/conventions.md describes it and the
 paper, noise switched off. As that code does, it works on one flat vector of
 all parameters, counts updates from t = 1 for scoping, keeps the inner
 Nesterov buffer across updates, adds weight decay inside the inner loop only

@@ -4,7 +4,7 @@ Each row of ``ROWS`` is a wrapper; each column of ``COLUMNS`` an entropix
 optimizer. A cell either equals a reference assembled by hand from the bare
 optimizer ("works") or is refused at ``init`` or at the first ``update``
 with a TypeError that names the wrapper and says what to write instead
-("refused"). docs/composing.md is this table in words; the Flax and orbax
+("refused"). docs/guides/composing.md is this table in words; the Flax and orbax
 rows are in test_composition_flax.py.
 
 Speed: ``run`` compiles one update and calls it once per step, and the
@@ -506,7 +506,7 @@ def test_forward_extra_args_serves_any_wrapper_that_drops_them():
     run(column, optax.with_extra_args_support(dropping(column.make(), 3.0)), steps=1)
 
 
-# How docs/composing.md names each row: the page is this matrix in words.
+# How docs/guides/composing.md names each row: the page is this matrix in words.
 DOCUMENTED_AS = {
     "chain_then_scale": "optax.chain(opt, optax.scale(s))",
     "clip_chained_before": "optax.chain(optax.clip_by_global_norm(c), opt)",
@@ -532,10 +532,11 @@ DOCUMENTED_AS = {
 def test_the_docs_page_has_every_row():
   import pathlib
 
-  page = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "composing.md").read_text()
+  root = pathlib.Path(__file__).resolve().parents[1]
+  page = (root / "docs" / "guides" / "composing.md").read_text()
   assert set(DOCUMENTED_AS) == set(ROWS)
   for row, text in DOCUMENTED_AS.items():
-    assert text in page, f"docs/composing.md does not mention {row} ({text!r})"
+    assert text in page, f"docs/guides/composing.md does not mention {row} ({text!r})"
 
 
 @pytest.mark.parametrize("build", [

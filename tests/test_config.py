@@ -31,8 +31,8 @@ def test_every_value_is_filled_from_the_settings(model, optimizer):
   data = {"data_dir": "somewhere"} if model == "allcnn" else {}
   config = cfg.build_config(model=model, optimizer=optimizer, devices=1, **data)
   want = settings.defaults(model, optimizer)
-  assert config.effective_epochs == settings.PAPER_BUDGET[model, optimizer]
-  assert config.weight_decay == (0.0 if optimizer == "sgd" else settings.WEIGHT_DECAY[model])
+  assert config.effective_epochs == want["effective_epochs"]
+  assert config.weight_decay == want["weight_decay"]
   assert config.lr == want["lr"]
   fields = dataclasses.asdict(config.optimizer)
   assert fields.pop("replicas", 1) == config.replicas == 1  # one per device
@@ -118,9 +118,9 @@ def test_the_documented_per_model_defaults():
 
 
 def test_the_tuned_defaults_are_the_choices_recorded_in_results():
-  # settings.TUNED must be what benchmarks/tune.py chose, cell for cell: the
+  # settings.TUNED must be what experiments/tuning/tune.py chose, cell for cell: the
   # short search (tuning.json), then the full-budget ones where they ran.
-  results = pathlib.Path(__file__).parent.parent / "results"
+  results = pathlib.Path(__file__).parent.parent / "experiments" / "tuning"
   chosen = json.loads((results / "tuning.json").read_text())["chosen"]
   for full in sorted(results.glob("tuning_*_full.json")):
     chosen.update(json.loads(full.read_text())["chosen"])
@@ -141,3 +141,41 @@ def test_a_coupling_at_which_the_inner_loop_diverges_is_refused_by_its_flags(opt
   cfg.build_config(optimizer=optimizer, gamma=13.0, inner_lr=0.1, **top(13.0))
   with pytest.raises(cfg.ConfigError, match=r"--gamma 14\.0 with --inner-lr 0\.1: .* 1\.357"):
     cfg.build_config(optimizer=optimizer, gamma=14.0, inner_lr=0.1, **top(14.0))
+
+
+def test_a_cells_recipe_is_one_entry_of_the_settings():
+  # Two cells pinned whole: each default is its recipe's or what every cell shares.
+  shared = dict(batch_size=128, momentum=0.9, seed=0, eval_every=5.0, input_scaling="raw",
+                param_init="pytorch-legacy", validation_split=0)
+  lenet = cfg.build_config(model="lenet", optimizer="hj-fixed-point", devices=1)
+  assert lenet == cfg.Config(
+      model="lenet", optimizer=cfg.HJFixedPoint(gamma=10.0, scoping=1e-3, inner_steps=5,
+                                                damping=0.75),
+      effective_epochs=84.0, lr=0.1, lr_schedule=cfg.default_lr_schedule(0.1),
+      weight_decay=0.0, **shared, run=cfg.RunOptions(
+          data_dir="mnist", devices=1, spmd="pmap", unroll=False, progress=True, resume=False))
+  assert settings.RECIPES["lenet", "hj-fixed-point"]["tuned"] == ("lr", "gamma")
+  parle = cfg.build_config(model="allcnn", optimizer="parle", devices=1, data_dir="cifar")
+  assert parle.optimizer == cfg.Parle(
+      replicas=1, gamma=0.01, gamma_max=1.0, rho=1.0, rho_max=10.0, scoping=0.5 * 128 / 50_000,
+      inner_steps=25, inner_lr=0.1, noise=0.0, alpha=0.0, inner_momentum=0.9)
+  assert (parle.effective_epochs, parle.lr, parle.weight_decay) == (160.0, 0.1, 1e-3)
+  assert {k: getattr(parle, k) for k in shared} == shared
+  assert parle.lr_schedule == cfg.default_lr_schedule(0.1)
+
+
+def test_the_recipes_page_is_the_settings_table():
+  page = pathlib.Path(__file__).parent.parent / "docs" / "guides" / "recipes.md"
+  table = "\n".join(line for line in page.read_text().splitlines() if line.startswith("|"))
+  assert table == settings.recipes_table(), (
+      "docs/guides/recipes.md's table is not training/settings.py's RECIPES: paste in the "
+      "output of python -c 'from training.settings import recipes_table; print(recipes_table())'")
+
+
+def test_defaults_that_follow_other_flags_are_implied():
+  # What a --resume leaves unnamed when it names the flag that changed them.
+  parle = cfg.build_config(optimizer="parle", devices=1, batch_size=32, lr=0.3)
+  assert cfg.implied_flags(parle.flags()) == {"lr_schedule", "scoping"}
+  assert cfg.implied_flags(cfg.build_config(optimizer="sgd").flags()) == {"lr_schedule"}
+  given = cfg.build_config(optimizer="parle", devices=1, scoping=0.01, lr_schedule="none")
+  assert cfg.implied_flags(given.flags()) == set()

@@ -1,4 +1,5 @@
-"""Tests of benchmarks/figures.py: Figure 1's claims, Figure 4's seed bands, the PNGs."""
+"""experiments/figure1/figure1.py and experiments/table1/figure4.py: Figure 1's claims,
+Figure 4's seed bands, the PNGs."""
 
 import json
 
@@ -9,14 +10,19 @@ pytest.importorskip("matplotlib")
 
 
 @pytest.fixture(scope="module")
-def figures(load_benchmark):
-  return load_benchmark("figures")
+def figure1(load_script):
+  return load_script("experiments/figure1/figure1.py")
 
 
-def test_figure1_shows_what_its_caption_says(figures):
+@pytest.fixture(scope="module")
+def figure4(load_script):
+  return load_script("experiments/table1/figure4.py")
+
+
+def test_figure1_shows_what_its_caption_says(figure1):
   x = np.linspace(-5.0, 5.0, 2001)
-  u = figures.smoothings(x)
-  minima = {k: figures.local_minima(v) for k, v in u.items()}
+  u = figure1.smoothings(x)
+  minima = {k: figure1.local_minima(v) for k, v in u.items()}
   assert [len(minima[k]) for k in ("f", "viscous", "hopf_lax", "heat")] == [11, 1, 5, 1]
   assert np.all(np.diff(u["viscous"], 2) > 0)  # convex on the plot
   # Hopf-Lax keeps f's global minimum, its value and its place, and lies below f.
@@ -27,15 +33,15 @@ def test_figure1_shows_what_its_caption_says(figures):
   assert np.all(u["heat"] >= u["viscous"]) and np.all(np.diff(u["heat"], 2) > 0)
 
 
-def test_local_minima_are_the_strict_interior_ones(figures):
-  assert figures.local_minima(np.array([3.0, 1.0, 2.0, 2.0, 0.0, 5.0, 4.0])).tolist() == [1, 4]
+def test_local_minima_are_the_strict_interior_ones(figure1):
+  assert figure1.local_minima(np.array([3.0, 1.0, 2.0, 2.0, 0.0, 5.0, 4.0])).tolist() == [1, 4]
 
 
-def test_the_band_spans_the_seeds_and_skips_missing_points(figures):
+def test_the_band_spans_the_seeds_and_skips_missing_points(figure4):
   def curve(values):
     return [{"effective_epochs": 5.0 * i, "train_loss": v} for i, v in enumerate(values)]
 
-  epochs, mean, low, high = figures.mean_band(
+  epochs, mean, low, high = figure4.mean_band(
       [curve([None, 4.0, 2.0, 1.0]), curve([None, 2.0, 4.0]), curve([None, 3.0, 3.0, 0.5])],
       "train_loss")
   np.testing.assert_array_equal(epochs, [5.0, 10.0])  # cut to the shortest seed
@@ -44,7 +50,7 @@ def test_the_band_spans_the_seeds_and_skips_missing_points(figures):
   np.testing.assert_array_equal(high, [4.0, 4.0])
 
 
-def test_main_draws_both_figures_from_the_records(figures, tmp_path):
+def test_main_draws_both_figures(figure1, figure4, tmp_path):
   rng = np.random.default_rng(0)
   records = {}
   for model in ("mnistfc", "lenet"):
@@ -57,14 +63,15 @@ def test_main_draws_both_figures_from_the_records(figures, tmp_path):
             "effective_epochs": 45.0}
   runs = tmp_path / "runs.json"
   runs.write_text(json.dumps(records))
-  figures.main(["--runs", str(runs), "--out", str(tmp_path / "out")])
+  figure1.main(["--out", str(tmp_path / "out")])
+  figure4.main(["--runs", str(runs), "--out", str(tmp_path / "out")])
   import matplotlib.image
   for name in ("figure1.png", "figure4.png"):
     image = matplotlib.image.imread(tmp_path / "out" / name)
     assert image.ndim == 3 and min(image.shape[:2]) > 400, name
 
 
-def test_main_names_a_missing_runs_file(figures, tmp_path, capsys):
+def test_main_names_a_missing_runs_file(figure4, tmp_path, capsys):
   with pytest.raises(SystemExit):
-    figures.main(["--runs", str(tmp_path / "nope.json"), "--out", str(tmp_path)])
+    figure4.main(["--runs", str(tmp_path / "nope.json"), "--out", str(tmp_path)])
   assert "nope.json: no such file" in capsys.readouterr().err

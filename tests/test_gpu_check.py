@@ -1,4 +1,4 @@
-"""Tests of benchmarks/gpu_check.py's parts that need no accelerator."""
+"""Tests of experiments/gpu_check/gpu_check.py's parts that need no accelerator."""
 
 import numpy as np
 import pytest
@@ -7,8 +7,8 @@ import input_pipeline
 
 
 @pytest.fixture(scope="module")
-def gpu_check(load_benchmark):
-  return load_benchmark("gpu_check")
+def gpu_check(load_script):
+  return load_script("experiments/gpu_check/gpu_check.py")
 
 
 def test_the_synthetic_cifar_files_read_as_cifar10(gpu_check, tmp_path):

@@ -91,7 +91,7 @@ def _dense_and_norm_layers(name, param_init):
 
 @pytest.mark.parametrize("name", list(COUNTS))
 def test_flax_init_is_flaxs_defaults(name):
-  # --param-init flax (the runs in results/flax_init/): kernels LeCun normal,
+  # --param-init flax (the runs in experiments/table1_flax_init/): kernels LeCun normal,
   # biases 0, BatchNorm scales 1.
   layers, norms = _dense_and_norm_layers(name, "flax")
   for p in layers:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import entropix
 from entropix import _noise
 
 
@@ -43,3 +44,22 @@ def test_same_key_same_noise_and_dtype():
 def test_unknown_sampler_is_refused():
   with pytest.raises(ValueError, match="sampler"):
     _noise.standard_noise(jax.random.PRNGKey(0), (3,), "cauchy")
+
+
+def test_counter_bits_are_lowbias32_of_the_counter_and_stay_so():
+  # Langevin noise and models.layers.Dropout's masks come from these bits:
+  # other bits would change the numbers of every run.
+  key = jax.random.PRNGKey(0)
+  bits = [int(b) for b in entropix.counter_bits(key, jnp.arange(4))]
+  assert bits == [2302592709, 2893004708, 1488423529, 4026139343]
+
+  def mix(h):  # lowbias32 on Python integers
+    h ^= h >> 16
+    h = h * 0x7FEB352D & 0xFFFFFFFF
+    h ^= h >> 15
+    h = h * 0x846CA68B & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+  s0, s1 = (int(s) for s in jax.random.bits(key, (2,), jnp.uint32))
+  assert [mix(mix(c ^ s0) ^ s1) for c in range(4)] == bits
+  np.testing.assert_array_equal(_noise._hash_bits(key, (2, 2)), np.reshape(bits, (2, 2)))

@@ -7,6 +7,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "docs" / "notebooks"
 
 
 def run(name, monkeypatch, tmp_path):
@@ -16,9 +17,9 @@ def run(name, monkeypatch, tmp_path):
   monkeypatch.setenv("ENTROPIX_NOTEBOOK_RUNS", str(tmp_path / "runs"))  # not the checkout's
   # The kernel starts with this environment: one CPU device, as a Colab CPU runtime.
   monkeypatch.delenv("XLA_FLAGS", raising=False)
-  notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+  notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
   client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                                   resources={"metadata": {"path": str(ROOT / "notebooks")}})
+                                   resources={"metadata": {"path": str(NOTEBOOKS)}})
   client.execute()  # raises CellExecutionError naming the cell that failed
   return notebook
 
@@ -41,7 +42,7 @@ def test_reproduce_runs_a_table1_cell(monkeypatch, tmp_path):
 
 
 def test_the_committed_notebooks_carry_no_outputs():
-  for path in (ROOT / "notebooks").glob("*.ipynb"):
+  for path in NOTEBOOKS.glob("*.ipynb"):
     notebook = nbformat.read(path, as_version=4)
     assert all(not c.get("outputs") and c.get("execution_count") is None
                for c in notebook.cells if c.cell_type == "code"), path.name

@@ -1,4 +1,5 @@
-"""benchmarks/parle_vs_entropy_sgd.py: equal epochs per replica, one table."""
+"""experiments/parle_vs_entropy_sgd/parle_vs_entropy_sgd.py: equal epochs per replica, one
+table."""
 
 import pytest
 
@@ -6,8 +7,8 @@ import training
 
 
 @pytest.fixture(scope="module")
-def bench(load_benchmark):
-  return load_benchmark("parle_vs_entropy_sgd")
+def bench(load_script):
+  return load_script("experiments/parle_vs_entropy_sgd/parle_vs_entropy_sgd.py")
 
 
 def test_parle_gets_n_times_the_budget_and_the_same_epochs_per_replica(bench):
@@ -28,6 +29,16 @@ def test_the_comparison_puts_both_runs_on_epochs_per_replica(bench):
   assert bench.comparison(runs) == [{
       "epochs_per_replica": 5.0, "entropy-sgd_epochs": 5.035, "entropy-sgd_val_error": 1.0,
       "parle_epochs": 5.013, "parle_val_error": 0.9, "parle_best": 0.8, "parle_worst": 1.1}]
+
+
+def test_flags_after_the_separator_go_to_both_runs(bench, tmp_path, monkeypatch):
+  ran = []
+  monkeypatch.setattr(bench._jobs, "run", lambda jobs, cores, on_done, pin: ran.extend(jobs))
+  monkeypatch.setenv("XLA_FLAGS", "")
+  bench.main(["--results", str(tmp_path / "p.json"), "--runs", str(tmp_path), "--",
+              "--param-init", "flax"])
+  assert [j.name for j in ran] == ["entropy-sgd", "parle"]
+  assert all(j.flags[-2:] == ["--param-init", "flax"] for j in ran)
 
 
 def _flags(argv):

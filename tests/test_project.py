@@ -3,6 +3,7 @@
 import json
 import pathlib
 import re
+import subprocess
 
 import pytest
 
@@ -82,50 +83,220 @@ def test_the_distribution_installs_the_library_alone():
   assert dist.packages == ["entropix"] and not dist.py_modules
 
 
-def test_every_file_readme_and_the_code_cite_is_in_the_repository():
-  readme = (ROOT / "README.md").read_text()
-  cited = set(re.findall(r"`((?:[\w.-]+/)*[\w.-]+\.(?:py|md|json|toml|ipynb))`", readme))
+def _pages():
+  """README, the docs' pages and the experiments' reports: what a reader reads."""
+  return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")),
+          *sorted((ROOT / "experiments").rglob("*.md"))]
+
+
+# Files of the authors' repositories that docs/guides/conventions.md describes.
+AUTHORS_FILES = {"code/optim.py", "code/parle.py", "parle.py"}
+
+
+def test_every_file_the_pages_and_the_code_cite_is_in_the_repository():
+  cited = set()
+  for page in _pages():
+    cited |= set(re.findall(r"`((?:[\w.-]+/)*[\w.-]+\.(?:py|md|json|toml|ipynb|sh|png))`",
+                            page.read_text()))
   sources = [p for d in ("entropix", "models", "training", "tests", "benchmarks", "examples")
              for p in (ROOT / d).glob("*.py")] + [ROOT / "train.py", ROOT / "input_pipeline.py"]
+  sources += sorted((ROOT / "experiments").rglob("*.py"))
   for path in sources:
-    cited |= set(re.findall(r"\b((?:docs|results|benchmarks|data)/[\w./-]+\.\w+)", path.read_text()))
+    cited |= set(re.findall(r"\b((?:docs|benchmarks|experiments|data)/[\w./-]+\.\w+)",
+                            path.read_text()))
   cited = {c for c in cited if not c.startswith("WORKDIR/")}  # a run's files
-  # README names the library's modules by their bare names (_alias.py).
-  folders = ("", "entropix", "models", "training", "benchmarks", "tests", "examples", "notebooks")
+  cited -= AUTHORS_FILES
+  # Pages name the library's modules by their bare names (_alias.py), and a
+  # report names its own folder's files bare (table1_runs.json).
+  folders = ("", "entropix", "models", "training", "benchmarks", "benchmarks/records", "tests",
+             "examples", "docs", "docs/guides", "docs/notebooks",
+             *(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").rglob("*") if p.is_dir()))
   missing = [c for c in cited if not any((ROOT / d / c).exists() for d in folders)]
   assert cited and not missing, missing
-  assert "docs/conventions.md" in cited
+  assert "docs/guides/conventions.md" in cited
 
 
-# README's Results section: Table 1 from the authors' initialisation, then
-# the earlier one from Flax's under its own heading.
-TABLES = {"results": "## Results", "results/flax_init": "### From Flax's initialisation"}
+def test_nothing_points_outside_the_repository():
+  # Everything the project needs from outside sources is written into its
+  # own pages: no path out of the checkout, no private notes.
+  markers = ("../" + "shared", "REFERENCE" + ".md")  # split, or this file would match
+  tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+  outside = []
+  for name in tracked:
+    path = ROOT / name
+    if path.suffix in (".py", ".md", ".sh", ".ipynb", ".toml", ".txt") and path.is_file():
+      text = path.read_text()
+      outside += [name for marker in markers if marker in text]
+  assert not outside, outside
 
 
-@pytest.mark.parametrize("folder", list(TABLES))
-def test_readme_results_table_is_the_one_the_runs_wrote(folder):
-  # README's tables are pasted from table1.md: a stale copy would publish
-  # numbers the records no longer give.
+EXPERIMENTS = ROOT / "experiments"
+# Every table reproduce_table1.py wrote: each is pasted whole into its
+# experiment's REPORT.md, and the authors'-initialisation one into README.
+TABLES = sorted(str(p.parent.relative_to(ROOT)) for p in EXPERIMENTS.rglob("table1.md"))
+README_TABLE = "experiments/table1"
+
+
+@pytest.mark.parametrize("folder", TABLES)
+def test_reports_and_readme_hold_the_tables_the_runs_wrote(folder):
+  # A stale copy would publish numbers the records no longer give.
   table = (ROOT / folder / "table1.md").read_text().strip()
-  readme = (ROOT / "README.md").read_text()
-  header = table.splitlines()[0]
-  assert TABLES[folder] in readme, f"README has no section {TABLES[folder]!r}"
-  section = readme.index(TABLES[folder])
-  assert header in readme[section:], f"README has no table of {folder}/table1.md"
-  start = readme.index(header, section)
-  end = readme.find("\n\n", start)
-  pasted = readme[start:end if end != -1 else len(readme)].strip()
-  assert pasted == table, (
-      f"README's table under {TABLES[folder]!r} differs from {folder}/table1.md: paste the "
-      "file's table in (python benchmarks/reproduce_table1.py --tables writes it)")
+  experiment = "/".join(folder.split("/")[:2])
+  fix = ("paste the file's table in (python experiments/table1/reproduce_table1.py --tables "
+         f"--results {folder} writes it)")
+  report = (ROOT / experiment / "REPORT.md").read_text()
+  assert f"\n{table}\n" in f"\n{report}\n", (
+      f"{experiment}/REPORT.md lacks {folder}/table1.md: {fix}")
+  if folder == README_TABLE:
+    readme = (ROOT / "README.md").read_text()
+    assert f"\n{table}\n" in f"\n{readme}\n", f"README lacks {folder}/table1.md: {fix}"
 
 
-@pytest.mark.parametrize("folder,param_init", [("results", settings.PARAM_INIT),
-                                               ("results/flax_init", "flax")])
-def test_each_table_holds_runs_of_one_initialisation(folder, param_init):
+@pytest.mark.parametrize("folder", [str(p.parent.relative_to(ROOT))
+                                    for p in sorted(EXPERIMENTS.rglob("table1_runs.json"))])
+def test_each_table_holds_runs_of_one_initialisation(folder):
   # A runner given stale flags would mix initialisations in one table.
+  param_init = "flax" if folder.startswith("experiments/table1_flax_init") else settings.PARAM_INIT
   records = json.loads((ROOT / folder / "table1_runs.json").read_text())
   assert records
   mixed = {name: r["config"]["param_init"] for name, r in records.items()
            if r["config"]["param_init"] != param_init}
   assert not mixed, f"{folder}/table1_runs.json: runs not from {param_init}: {mixed}"
+
+
+def _command_lines(text):
+  """The shell commands of ``text``, continuation lines joined, each as its words."""
+  import shlex
+
+  commands = []
+  for line in text.replace("\\\n", " ").splitlines():
+    try:
+      words = shlex.split(line, comments=True)
+    except ValueError:  # a heredoc's Python, say
+      words = line.split()
+    if words:
+      commands.append([w.rstrip("/") for w in words])
+  return commands
+
+
+def _commands(words, seen=()):
+  """``words`` and, for every script of experiments/ it runs with bash, that
+  script's commands in turn."""
+  found = [words]
+  for word in words:
+    path = ROOT / word
+    if word.startswith("experiments/") and word.endswith(".sh") and path not in seen:
+      for line in _command_lines(path.read_text()):
+        found += _commands(line, (*seen, path))
+  return found
+
+
+def _writes(words, record):
+  """Whether the command ``words`` runs a script that writes ``record``: the
+  command names the record, or a script it runs names the record's file
+  and the command names its folder (or the script lives there)."""
+  relative = str(record.relative_to(ROOT))
+  folder = str(record.parent.relative_to(ROOT))
+  scripts = [ROOT / w for w in words if w.endswith((".py", ".sh")) and (ROOT / w).is_file()]
+  return relative in words or any(
+      record.name in script.read_text() and (script.parent == record.parent or folder in words)
+      for script in scripts)
+
+
+def test_every_experiment_reports_its_command_and_every_record_has_a_writer():
+  # experiments/NAME/: a driver, its records, a REPORT.md (question, the one
+  # command that writes every record from nothing, results, what they mean);
+  # benchmarks/records/: what the speed benchmarks write. A record no
+  # committed command writes is an orphan.
+  assert not (ROOT / "results").exists(), "results/ is gone: records live in experiments/"
+  folders = sorted(p for p in EXPERIMENTS.iterdir() if p.is_dir() and p.name != "__pycache__")
+  assert folders
+  orphans = []
+  for folder in folders:
+    report = (folder / "REPORT.md").read_text() if (folder / "REPORT.md").is_file() else ""
+    for part in ("**Question.**", "## Command", "## Result", "## What it means"):
+      assert part in report, f"{folder.relative_to(ROOT)}/REPORT.md: no {part!r}"
+    block = re.search(r"^## Command\n.*?^```sh\n(.*?)^```", report, re.M | re.S)
+    assert block, f"{folder.relative_to(ROOT)}/REPORT.md: no ```sh block under '## Command'"
+    lines = _command_lines(block.group(1))
+    assert len(lines) == 1, f"{folder.relative_to(ROOT)}/REPORT.md: one command, not {lines}"
+    command = lines[0]
+    assert any((ROOT / w).is_file() and folder in (ROOT / w).parents for w in command), (
+        f"{folder.relative_to(ROOT)}/REPORT.md: its command runs none of the folder's scripts")
+    commands = _commands(command)
+    for record in sorted(folder.rglob("*")):
+      if record.suffix in (".json", ".md", ".png") and record.name != "REPORT.md":
+        if not any(_writes(words, record) for words in commands):
+          orphans.append(str(record.relative_to(ROOT)))
+  benchmarks = "".join(p.read_text() for p in (ROOT / "benchmarks").glob("*.py"))
+  for record in sorted((ROOT / "benchmarks").rglob("*")):
+    relative = str(record.relative_to(ROOT))
+    if record.suffix in (".json", ".md", ".png") and relative not in benchmarks:
+      orphans.append(relative)
+  assert not orphans, f"records no committed command writes: {orphans}"
+
+
+# The most lines a function may have of its own: its signature and body, not
+# its docstring nor the functions and classes defined inside it.
+MAX_FUNCTION_LINES = 80
+TRAIN_PY_LINES = 250
+
+
+def _own_lines(function):
+  import ast
+
+  lines = set(range(function.lineno, function.end_lineno + 1))
+  body = function.body
+  if (isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+      and isinstance(body[0].value.value, str)):
+    lines -= set(range(body[0].lineno, body[0].end_lineno + 1))
+  for node in ast.walk(function):
+    if node is not function and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                   ast.ClassDef)):
+      start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+      lines -= set(range(start, node.end_lineno + 1))
+  return len(lines)
+
+
+def test_no_function_is_longer_than_80_lines_of_its_own():
+  import ast
+
+  skip = ("build", "dist", "__pycache__")
+  sources = [p for p in ROOT.rglob("*.py")
+             if not any(part.startswith(".") or part in skip or part.endswith(".egg-info")
+                        for part in p.relative_to(ROOT).parts[:-1])]
+  assert ROOT / "train.py" in sources and ROOT / "entropix" / "_alias.py" in sources
+  long = []
+  for path in sources:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        lines = _own_lines(node)
+        if lines > MAX_FUNCTION_LINES:
+          long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {lines} lines")
+  assert not long, f"functions of more than {MAX_FUNCTION_LINES} lines of their own: {long}"
+  lines = len((ROOT / "train.py").read_text().splitlines())
+  assert lines < TRAIN_PY_LINES, f"train.py has {lines} lines: keep the work in training/"
+
+
+def _python_blocks(page):
+  return re.findall(r"```python\n(.*?)\n```", (ROOT / page).read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
+def test_the_front_page_example_runs(page):
+  # The first example a reader copies: it must run as printed, given a
+  # loss, params and 20 minibatches of their own.
+  import jax.numpy as jnp
+  import numpy as np
+
+  [block] = _python_blocks(page)
+  start = jnp.ones(3)
+  scope = {"params": start, "batches": jnp.linspace(-1.0, 1.0, 60).reshape(20, 3),
+           "loss": lambda p, b: jnp.mean((p - b) ** 2)}
+  exec(block, scope)  # noqa: S102: our own page
+  if "step" in scope:
+    scope["params"], _ = scope["step"](scope["params"], scope["state"], scope["batches"])
+  moved = np.asarray(scope["params"]) - np.asarray(start)
+  assert np.all(np.isfinite(moved)) and np.all(moved < 0), moved  # towards the data's mean 0

@@ -69,7 +69,7 @@ def test_parle_reports_the_average_and_the_best_and_worst_replica_and_resumes(ti
       tmp_path / "resumed")
   assert resumed.history == whole.history
   # One replica per device by default: 8 devices would make it 8 replicas.
-  with pytest.raises(ConfigError, match=r"--replicas \(2, now 8\); --replicas defaults to "
+  with pytest.raises(ConfigError, match=r"--replicas 2 -> 8; --replicas defaults to "
                                         r"one per device: pass --replicas 2 to continue"):
     training.train_and_evaluate(
         tiny(optimizer="parle", devices=8, inner_steps=2, eval_every=0.5, resume=True),

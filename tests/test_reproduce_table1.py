@@ -1,4 +1,5 @@
-"""Tests of benchmarks/reproduce_table1.py: run order, the tables, a resumable All-CNN smoke run."""
+"""Tests of experiments/table1/reproduce_table1.py: run order, the tables, a resumable All-CNN
+smoke run."""
 
 import json
 import os
@@ -12,8 +13,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def table1(load_benchmark):
-  return load_benchmark("reproduce_table1")
+def table1(load_script):
+  return load_script("experiments/table1/reproduce_table1.py")
 
 
 def test_every_cell_gets_its_first_seed_before_any_second(table1):
@@ -88,7 +89,7 @@ def test_allcnn_smoke_run_lands_in_the_tables_and_is_not_run_twice(table1, cifar
   # leaves everything as it was.
   before = {p.name: p.read_bytes() for p in tmp_path.glob("table1*")}
   script = subprocess.run(
-      ["bash", str(ROOT / "benchmarks" / "reproduce_allcnn.sh"), cifar_dir, *ours],
+      ["bash", str(ROOT / "experiments" / "allcnn" / "reproduce_allcnn.sh"), cifar_dir, *ours],
       capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}, check=True)
   assert "devices:" in script.stdout
   assert {p.name: p.read_bytes() for p in tmp_path.glob("table1*")} == before
@@ -100,7 +101,7 @@ def test_allcnn_smoke_run_lands_in_the_tables_and_is_not_run_twice(table1, cifar
 
 
 def test_the_gpu_script_refuses_a_folder_without_cifar10(tmp_path):
-  script = subprocess.run(["bash", str(ROOT / "benchmarks" / "reproduce_allcnn.sh"),
+  script = subprocess.run(["bash", str(ROOT / "experiments" / "allcnn" / "reproduce_allcnn.sh"),
                            str(tmp_path)], capture_output=True, text=True)
   assert script.returncode == 2 and f"{tmp_path}: no data_batch_1.bin" in script.stderr
 

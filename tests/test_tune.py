@@ -1,4 +1,4 @@
-"""benchmarks/tune.py: the trials it plans and the setting it chooses."""
+"""experiments/tuning/tune.py: the trials it plans and the setting it chooses."""
 
 import math
 import re
@@ -7,8 +7,8 @@ import pytest
 
 
 @pytest.fixture
-def tune(load_benchmark):
-  module = load_benchmark("tune")
+def tune(load_script):
+  module = load_script("experiments/tuning/tune.py")
   module.GRID["entropy-sgd"] = {"lr": [0.1, 0.3], "gamma": [None, 1e-2]}
   return module
 
@@ -77,3 +77,12 @@ def test_main_refuses_zero_seeds(tune, capsys):
   with pytest.raises(SystemExit):
     tune.main(["--seeds", "0", "--out", "unused.json"])
   assert "--seeds 0: want >= 1" in capsys.readouterr().err
+
+
+def test_flags_after_the_separator_go_to_every_trial(tune, tmp_path, monkeypatch):
+  ran = []
+  monkeypatch.setattr(tune._jobs, "run", lambda jobs, cores, on_done: ran.extend(jobs))
+  tune.main(["--models", "lenet", "--optimizers", "sgd", "--out", str(tmp_path / "t.json"),
+             "--", "--param-init", "flax"])
+  assert len(ran) == 3 and all(j.flags[-2:] == ["--param-init", "flax"] for j in ran)
+  assert ran[0].flags[:4] == ["--model", "lenet", "--optimizer", "sgd"]

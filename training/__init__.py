@@ -2,8 +2,8 @@
 
 One module per concern, each read on its own:
 
-* :mod:`training.settings`: the paper's settings (budgets, gamma0, scoping,
-  weight decay, inner loops), each with its source;
+* :mod:`training.settings`: the paper's settings, each with its source, and
+  each (model, optimizer) cell's recipe of defaults in one entry;
 * :mod:`training.config`: flags -> one complete, checked :class:`Config`;
 * :mod:`training.optimizers`: the optax optimizer of a config, its schedules;
 * :mod:`training.steps`: the on-device batch sampler, train step and evaluation;

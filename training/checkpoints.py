@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import input_pipeline
-from training.config import RESUMABLE, Config, ConfigError, flag
+from training.config import RESUMABLE, Config, ConfigError, flag, implied_flags
 
 
 def fingerprint(dataset: input_pipeline.Dataset) -> str:
@@ -30,10 +30,9 @@ def _names(path: tuple[Any, ...]) -> tuple[str, ...]:
   return tuple(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
 
 
-# Where the optimizer state changed layout, and how a leaf is found in the
-# earlier one: entropix's optimizers gained a guard around their outer step
-# (optax.ApplyIfFiniteState: its inner_state holds the earlier SGD state, and
-# its counters start at zero).
+# Wrapper levels a saved optimizer state may lack: a leaf is also looked up at
+# its path without them. optax.ApplyIfFiniteState guards entropix's outer
+# step: its inner_state holds the SGD state, its counters start at zero.
 _WRAPPED = ("inner_state",)
 
 
@@ -66,6 +65,19 @@ def carry_over(saved: Any, like: Any, where: pathlib.Path) -> Any:
         f"({', '.join('/'.join(p) for p in sorted(unused)[:3])}, ...): continue it with the "
         "version that wrote it, or start again in another --workdir")
   return state
+
+
+def _short(value: Any) -> str:
+  """A flag's value as the command line spells it; an lr schedule's first pairs."""
+  if value is None:
+    return "unset"
+  if isinstance(value, list):  # an lr schedule: (effective epoch, lr) pairs
+    pairs = [f"{epoch:g}:{lr:g}" for epoch, lr in value]
+    more = f",... ({len(pairs)} pairs)" if len(pairs) > 3 else ""
+    return ",".join(pairs[:3]) + more if pairs else "none"
+  if isinstance(value, float) and float(f"{value:g}") == value:
+    return f"{value:g}"
+  return str(value)
 
 
 class Saved(NamedTuple):
@@ -118,19 +130,21 @@ class Checkpointer:
                         f"{latest}); pass --resume to continue that run, or choose another "
                         "--workdir")
     meta = self.manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-    # Checkpoints from before --param-init existed started from Flax's initialisation.
+    # A checkpoint that names no initialisation started from Flax's.
     saved, now = {"param_init": "flax", **meta["config"]}, config.flags()
+    # A default that follows another flag (the lr schedule the lr) changes with
+    # it: only the flag the user changed is named.
+    implied = implied_flags(saved) & implied_flags(now)
     changed = sorted(k for k in saved.keys() | now.keys()
-                     if k not in RESUMABLE and saved.get(k) != now.get(k))
+                     if k not in RESUMABLE and k not in implied and saved.get(k) != now.get(k))
     if changed:
       # --replicas defaults to one per device: another device count changes it.
       hint = (f"; --replicas defaults to one per device: pass --replicas "
               f"{saved['replicas']} to continue" if "replicas" in changed else "")
-      # The default changed on 2026-11-27: older runs started from Flax's.
       hint += (f"; pass --param-init {saved['param_init']} to continue that run"
                if "param_init" in changed else "")
-      raise ConfigError("--resume: the checkpoint in {} was made with different {}{}".format(
-          workdir, ", ".join(f"{flag(k)} ({saved.get(k)!r}, now {now.get(k)!r})"
+      raise ConfigError("--resume: the checkpoint in {} was made with other flags: {}{}".format(
+          workdir, ", ".join(f"{flag(k)} {_short(saved.get(k))} -> {_short(now.get(k))}"
                              for k in changed), hint))
     return Saved(latest, saved, meta["data"], meta["history"])
 
@@ -151,8 +165,8 @@ class Checkpointer:
   def restore(self, step: int, like: Any) -> Any:
     """The state saved at ``step``, shaped like the host tree ``like`` (a fresh state).
 
-    A checkpoint whose optimizer state predates a layout change is carried
-    over by :func:`carry_over`.
+    A checkpoint whose optimizer state has another layout is carried over
+    by :func:`carry_over`.
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     try:

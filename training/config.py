@@ -154,8 +154,9 @@ class ElasticSGD:
 
 @dataclasses.dataclass(frozen=True)
 class Parle:
-  """Parle (REFERENCE.md section 3): ``entropix.parle``, the local-entropy loop on
-  each replica, then the elastic pull to the mean of the replicas' iterates."""
+  """Parle (the authors' ``DistributedESGD``, docs/guides/conventions.md):
+  ``entropix.parle``, the local-entropy loop on each replica, then the
+  elastic pull to the mean of the replicas' iterates."""
 
   name: ClassVar[str] = "parle"
   replicas: int
@@ -346,23 +347,14 @@ def _choice(name: str, value: Any, choices: Sequence[str]) -> None:
     raise ConfigError(f"{flag(name)} {value!r}: unknown; choose one of {list(choices)}")
 
 
-def build_config(**flags: Any) -> Config:
-  """The complete, checked config of a run from its flags (see ``train.py --help``).
+def _applies(name: str) -> list[str]:
+  """The optimizers that have a setting ``name``."""
+  return [o.name for o in OPTIMIZERS.values() if name in (f.name for f in dataclasses.fields(o))]
 
-  Args:
-    **flags: flag names with ``_`` for ``-`` (``inner_lr=0.1``); a flag left
-      out or ``None`` takes its default. ``lr_schedule`` is the command
-      line's text or a sequence of (effective epoch, lr) pairs.
 
-  Raises:
-    ConfigError: naming the flag, for unknown names, values out of range,
-      optimizer flags given to an optimizer they do not apply to, and device
-      counts this machine cannot give.
-  """
-  unknown = sorted(set(flags) - set(FLAGS))
-  if unknown:
-    raise ConfigError(f"unknown setting(s) {unknown}; the flags are {list(FLAGS)}")
-  given = {k: v for k, v in flags.items() if v is not None}
+def _optimizer_of(given: dict[str, Any]) -> tuple[str, type[OptimizerSettings], str]:
+  """(model, optimizer settings class, spmd) of the given flags, checked; and
+  refuses the flags that do not apply to that optimizer."""
   model = given.get("model", "mnistfc")
   if model not in models.REGISTRY:
     raise ConfigError(f"--model {model!r}: unknown; choose one of {sorted(models.REGISTRY)}")
@@ -375,12 +367,10 @@ def build_config(**flags: Any) -> Config:
     raise ConfigError(f"--spmd {spmd}: --optimizer {cls.name} maps replicas x devices, two "
                       "axes, which needs --spmd shard_map (its default)")
   _choice("input_scaling", given.get("input_scaling", "raw"), INPUT_SCALINGS)
-  param_init = given.get("param_init", settings.PARAM_INIT)
-  _choice("param_init", param_init, PARAM_INITS)
-
+  _choice("param_init", given.get("param_init", settings.PARAM_INIT), PARAM_INITS)
   own = [f.name for f in dataclasses.fields(cls)]
   for name in given:
-    users = [o.name for o in OPTIMIZERS.values() if name in (f.name for f in dataclasses.fields(o))]
+    users = _applies(name)
     if users and name not in own:
       raise ConfigError(f"{flag(name)} does not apply to --optimizer {cls.name} "
                         f"(it applies to {', '.join(users)})")
@@ -389,13 +379,26 @@ def build_config(**flags: Any) -> Config:
     raise ConfigError(
         f"--unroll does not apply to --optimizer {cls.name} (it has no inner loop; it applies "
         f"to {', '.join(o for o, c in OPTIMIZERS.items() if c not in NO_INNER_LOOP)})")
+  return model, cls, spmd
 
+
+def per_epoch(rate: float, model: str, batch_size: int, validation_split: int) -> float:
+  """``rate`` per epoch as a rate per update: ``rate / (minibatches per epoch)`` of
+  the model's training set less the validation split (Parle's gdot for 0.5)."""
+  train = settings.TRAIN_EXAMPLES[model] - (validation_split or 0)
+  return rate * batch_size / max(train, 1)
+
+
+def _values(given: dict[str, Any], model: str, cls: type[OptimizerSettings]) -> dict[str, Any]:
+  """The cell's recipe with the given flags over it, each checked."""
+  own = [f.name for f in dataclasses.fields(cls)]
   defaults = settings.defaults(model, cls.name)
   value = {name: given.get(name, defaults.get(name))
            for name in (*defaults, "devices", "unroll", "replicas")}
   for name in ("effective_epochs", "batch_size", "lr", "momentum", "weight_decay",
                "eval_every", "seed", "validation_split", *own, "devices", "unroll"):
-    if value.get(name) is not None and not (name == "unroll" and isinstance(value[name], bool)):
+    if (value.get(name) is not None and not (name == "unroll" and isinstance(value[name], bool))
+        and not isinstance(value[name], settings.PerEpoch)):
       _check(name, value[name])
   for low, high in (("rho", "rho_max"), ("gamma", "gamma_max")):
     if high in own and value[high] < value[low]:
@@ -408,25 +411,26 @@ def build_config(**flags: Any) -> Config:
     except ValueError as e:
       raise ConfigError(f"{flag('gamma')} {value['gamma']!r} with {flag('inner_lr')} "
                         f"{value['inner_lr']!r}: {e}") from None
-  if cls in REPLICATED and "scoping" not in given:  # Parle's gdot, at this batch and data
-    train = settings.TRAIN_EXAMPLES[model] - (value["validation_split"] or 0)
-    value["scoping"] = settings.PARLE_GDOT * value["batch_size"] / max(train, 1)
+  if isinstance(value.get("scoping"), settings.PerEpoch):  # at this batch and data
+    value["scoping"] = per_epoch(value["scoping"].rate, model, value["batch_size"],
+                                 value["validation_split"])
   value.update({k: float(v) for k, v in value.items() if k in _NUMBERS})
   if value["seed"] >= 2**32:
     _refuse("seed", value["seed"], "< 2**32")
+  return value
 
+
+def _schedule(given: dict[str, Any], lr: float) -> tuple[tuple[float, float], ...]:
   if "lr_schedule" not in given:
-    schedule = default_lr_schedule(float(value["lr"]))
-  elif isinstance(given["lr_schedule"], str):
-    schedule = parse_lr_schedule(given["lr_schedule"])
-  else:
-    schedule = _checked_schedule(given["lr_schedule"], repr(given["lr_schedule"]))
+    return default_lr_schedule(lr)
+  if isinstance(given["lr_schedule"], str):
+    return parse_lr_schedule(given["lr_schedule"])
+  return _checked_schedule(given["lr_schedule"], repr(given["lr_schedule"]))
 
-  data_dir = given.get("data_dir", settings.DEFAULT_DATA[model])
-  if data_dir is None:
-    raise ConfigError(f"--model {model} needs CIFAR-10: pass --data-dir DIR (a "
-                      "cifar-10-batches-bin directory) or --data-dir tfds:cifar10 (needs "
-                      "tensorflow-datasets)")
+
+def _device_count(value: dict[str, Any], cls: type[OptimizerSettings]) -> int:
+  """The run's device count, checked against this machine, the replicas and the
+  batch; sets ``value["replicas"]`` for the replicated optimizers."""
   available = jax.devices()  # every process's, in a multi-process run
   devices = value["devices"] or len(available)
   if devices > len(available):
@@ -449,23 +453,70 @@ def build_config(**flags: Any) -> Config:
     each = f" / --replicas {value['replicas']}" if cls in REPLICATED else ""
     raise ConfigError(f"--batch-size {value['batch_size']} is not divisible by --devices "
                       f"{devices}{each}{hint}")
+  return devices
+
+
+def build_config(**flags: Any) -> Config:
+  """The complete, checked config of a run from its flags (see ``train.py --help``).
+
+  Args:
+    **flags: flag names with ``_`` for ``-`` (``inner_lr=0.1``); a flag left
+      out or ``None`` takes its default, the (model, optimizer) cell's recipe
+      in :mod:`training.settings`. ``lr_schedule`` is the command line's text
+      or a sequence of (effective epoch, lr) pairs.
+
+  Raises:
+    ConfigError: naming the flag, for unknown names, values out of range,
+      optimizer flags given to an optimizer they do not apply to, and device
+      counts this machine cannot give.
+  """
+  unknown = sorted(set(flags) - set(FLAGS))
+  if unknown:
+    raise ConfigError(f"unknown setting(s) {unknown}; the flags are {list(FLAGS)}")
+  given = {k: v for k, v in flags.items() if v is not None}
+  model, cls, spmd = _optimizer_of(given)
+  value = _values(given, model, cls)
+  schedule = _schedule(given, float(value["lr"]))
+  data_dir = given.get("data_dir", settings.DEFAULT_DATA[model])
+  if data_dir is None:
+    raise ConfigError(f"--model {model} needs CIFAR-10: pass --data-dir DIR (a "
+                      "cifar-10-batches-bin directory) or --data-dir tfds:cifar10 (needs "
+                      "tensorflow-datasets)")
+  devices = _device_count(value, cls)
   unroll = value["unroll"]
   if unroll is None:
-    unroll = (cls not in NO_INNER_LOOP and available[0].platform == "cpu"
+    unroll = (cls not in NO_INNER_LOOP and jax.devices()[0].platform == "cpu"
               and model in settings.UNROLL_ON_CPU)
-
   return Config(
-      model=model, optimizer=cls(**{name: value[name] for name in own}),
+      model=model, optimizer=cls(**{f.name: value[f.name] for f in dataclasses.fields(cls)}),
       effective_epochs=value["effective_epochs"], batch_size=value["batch_size"],
       lr=value["lr"], lr_schedule=schedule, momentum=value["momentum"],
       weight_decay=value["weight_decay"], seed=value["seed"],
       eval_every=value["eval_every"], input_scaling=given.get("input_scaling", "raw"),
-      param_init=param_init, validation_split=value["validation_split"],
+      param_init=given.get("param_init", settings.PARAM_INIT),
+      validation_split=value["validation_split"],
       run=RunOptions(data_dir=str(data_dir), devices=devices,
                      spmd=spmd, unroll=unroll,
                      progress=bool(given.get("progress", True)),
                      resume=bool(given.get("resume", False))),
   )
+
+
+def implied_flags(flags: dict[str, Any]) -> set[str]:
+  """The names in ``flags`` (a :meth:`Config.flags`) whose values are the defaults
+  that other flags imply: the lr schedule of the lr, a per-epoch scoping of the
+  batch size and data."""
+  implied = set()
+  lr, batch_size = flags.get("lr"), flags.get("batch_size")
+  if lr is not None and flags.get("lr_schedule") == [
+      list(pair) for pair in default_lr_schedule(float(lr))]:
+    implied.add("lr_schedule")
+  scoping = settings.RECIPES.get((flags.get("model"), flags.get("optimizer")), {}).get("scoping")
+  if isinstance(scoping, settings.PerEpoch) and batch_size is not None and flags.get(
+      "scoping") == per_epoch(scoping.rate, flags["model"], batch_size,
+                              flags.get("validation_split", 0)):
+    implied.add("scoping")
+  return implied
 
 
 def first_update_at(epoch: float, updates_per_epoch: float) -> int:

@@ -10,7 +10,6 @@ from typing import Any, NamedTuple, NoReturn
 
 import jax
 import numpy as np
-from jax._src import distributed
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -163,15 +162,23 @@ _watch: _Watch | None = None  # set by watch_processes
 
 
 _unreachable_since: list[float] = []  # when asking the coordinator first failed, if it does
+# The watch thread and exit_if_a_process_died both ask; live_devices keeps
+# the answer it compares the next one with, so one question at a time.
+_asking = threading.Lock()
 
 
 def _dead_processes() -> tuple[str, str] | None:
   """(which processes, why) when the coordination service misses one, or has
   not answered for the heartbeat timeout; else None."""
   assert _watch is not None
-  everyone = list(range(_watch.num_processes))
+  dead: set[int] = set()
   try:
-    live = distributed.global_state.client.get_live_nodes(everyone)
+    # Yields the devices live at the last question; on leaving, raises
+    # ProcessFailureError for those whose process died (or restarted) since.
+    with _asking, multihost_utils.live_devices(jax.devices()) as live:
+      dead = set(range(_watch.num_processes)) - {d.process_index for d in live}
+  except multihost_utils.ProcessFailureError as e:
+    dead |= {d.process_index for d in e.failed_devices}
   except Exception as e:  # noqa: BLE001: the coordinator is gone, or one RPC failed
     if not _unreachable_since:
       _unreachable_since.append(time.monotonic())
@@ -179,8 +186,8 @@ def _dead_processes() -> tuple[str, str] | None:
       return None  # a passing failure is not a death
     return "0 (the coordinator)", f"{type(e).__name__}: {e}"
   _unreachable_since.clear()
-  dead = ", ".join(str(p) for p in everyone if p not in live)
-  return (dead, f"no heartbeat for {_watch.heartbeat_timeout_s} s") if dead else None
+  dead_ids = ", ".join(str(p) for p in sorted(dead))
+  return (dead_ids, f"no heartbeat for {_watch.heartbeat_timeout_s} s") if dead else None
 
 
 def _exit_dead(dead: tuple[str, str]) -> NoReturn:
@@ -205,11 +212,6 @@ def watch_processes(num_processes: int, heartbeat_timeout_s: int,
   before jax's own shutdown.
   """
   global _watch
-  client = distributed.global_state.client
-  if not hasattr(client, "get_live_nodes"):  # jaxlib before 0.4.36
-    print(f"train.py: jaxlib {jax.lib.__version__} cannot list live processes: if one dies, "
-          "the others may wait for ever", file=sys.stderr)
-    return
   _watch = _Watch(num_processes, heartbeat_timeout_s, threading.Event())
 
   def watch() -> None:

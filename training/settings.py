@@ -2,114 +2,156 @@
 
 Sources: "Table 1", "Sec." and "Remark" are the paper; "code" is the
 authors' Table-1 code (github.com/pratikac/hamilton-jacobi); "ours" is a
-choice the paper leaves open. docs/conventions.md collects what the paper
-and that code fix.
+choice the paper leaves open. docs/guides/conventions.md collects what the
+paper and that code fix. :data:`RECIPES` holds each (model, optimizer)
+cell's recipe whole; the constants after it are what every cell shares.
 :mod:`training.config` fills every flag the user leaves out from here.
 """
+
+import dataclasses
+from typing import Any
 
 # Which network trains on which data (Sec. 8): the MNIST networks default
 # to the bundled MNIST; All-CNN-C needs CIFAR-10, which is not bundled.
 DEFAULT_DATA = {"mnistfc": "mnist", "lenet": "mnist", "allcnn": None}
 
-# Budgets in effective epochs (Remark 22: backprops * batch / N_train): the
-# epoch at which Table 1 reports each cell's error. "hj" (Sec. 7.2, the code's
-# HJB class) is not in Table 1: the code's notes give its rows. The code
-# counted L backprops per FP update where it takes L + 1 (the gradient at x):
-# "hj-fixed-point" runs the same number of updates as the paper's HJ column,
-# 6/5 of its effective epochs as we count them. "heat" (Eq. 35) is not in
-# Table 1 either: it gets the HEAT column's budgets.
-_TABLE1_BUDGET = {
-    "mnistfc": {"entropy-sgd": 120, "heat-uniform": 200, "hj-fixed-point": 200, "sgd": 194},
-    "lenet": {"entropy-sgd": 80, "heat-uniform": 75, "hj-fixed-point": 70, "sgd": 67},
-    "allcnn": {"entropy-sgd": 160, "heat-uniform": 150, "hj-fixed-point": 145, "sgd": 195},
+
+@dataclasses.dataclass(frozen=True)
+class PerEpoch:
+  """A scoping given per epoch: :mod:`training.config` makes it ``rate /
+  (minibatches per epoch)`` at the run's batch size and training images
+  (:data:`TRAIN_EXAMPLES` less the validation split)."""
+
+  rate: float
+
+
+# Each (model, optimizer) cell's recipe: every default that depends on the
+# cell, by flag name; "tuned" names its values chosen on a validation split.
+# Their sources, flag by flag:
+# effective_epochs: the budget, Remark 22's backprops * batch / N_train; the
+#   epoch at which Table 1 reports the cell's error. hj (Sec. 7.2, the code's
+#   HJB class; not in Table 1): the code's notes, HJB rows. hj-fixed-point:
+#   as many updates as Table 1's HJ column, 6/5 of its effective epochs as
+#   we count them (the code counted L backprops per FP update, which takes
+#   L + 1 with the gradient at x). heat (Eq. 35; not in Table 1): the HEAT
+#   column's. elastic-sgd, parle (Sec. 4.3): SGD's and Entropy-SGD's,
+#   counted over all replicas (n replicas share the same compute).
+# lr: the outer step's, 0.1 (Sec. 7.1, 7.4) unless tuned.
+# weight_decay: All-CNN-C only (code: 1e-3), and never for SGD (the code
+#   adds it only inside the inner loop, so its SGD never applies it).
+# gamma: the coupling gamma0 (gamma_k = gamma0 (1 + scoping)^k). The code's
+#   CLI default 1e-4 for mnistfc, its "works fine" 1e-3 for LeNet, its
+#   recorded Entropy-SGD run 0.03 for All-CNN-C, unless tuned. hj-fixed-point:
+#   10 (ours: the look-ahead x - p / gamma is then an SGD step of 0.1 p; the
+#   code's 1e-4 would look 1e4 p ahead and diverge).
+# scoping: 1e-3 (Sec. 7.5 and 8). elastic-sgd, parle: Parle's gdot = 0.5 /
+#   (minibatches per epoch), 1.07e-3 at batch 128 on MNIST.
+# Inner loops, from the code's classes. entropy-sgd (ESGD, Sec. 7.1): L = 20,
+#   inner lr 0.1, noise 1e-4, alpha 0.75, inner Nesterov 0.9 kept across
+#   updates. hj (HJB): that loop with L = 5, inner lr 0.25, no noise, the
+#   last iterate. hj-fixed-point (FP, Remark 21): L = 5 damped iterations,
+#   damping 0.75. heat-uniform (HEAT): the Entropy-SGD loop with the uniform
+#   average. heat (Eq. 35): 20 samples (Sec. 7.3); sigma = 0.01 (ours: the
+#   paper gives none). parle (the authors' DistributedESGD,
+#   docs/guides/conventions.md): gamma = min(0.01 (1 + gdot)^k, 1),
+#   rho = min(1 (1 + gdot)^k, 10); L = 25, inner lr 0.1, no noise, the last iterate, the inner
+#   Nesterov 0.9 kept across updates (its mdw buffer). elastic-sgd: the same
+#   pull with L = 0.
+# tuned: values neither the paper nor the code fixes, chosen per cell on a
+#   validation split (the last 10,000 training images; the test set is never
+#   looked at), from Flax's initialisation: experiments/tuning/tune.py,
+#   experiments/tuning/tuning.json (10 and 5 effective epochs, one seed),
+#   then mnistfc Entropy-SGD at its full 120 with three seeds
+#   (experiments/tuning/tuning_mnistfc_entropy_sgd_full.json).
+# docs/guides/recipes.md shows them as a table (recipes_table below).
+RECIPES: dict[tuple[str, str], dict[str, Any]] = {
+    ("mnistfc", "sgd"): dict(effective_epochs=194, lr=0.03, weight_decay=0.0, tuned=("lr",)),
+    ("mnistfc", "entropy-sgd"): dict(
+        effective_epochs=120, lr=0.3, weight_decay=0.0, gamma=0.01, scoping=1e-3,
+        inner_steps=20, inner_lr=0.1, noise=1e-4, alpha=0.75, inner_momentum=0.9,
+        tuned=("lr", "gamma")),
+    ("mnistfc", "hj"): dict(
+        effective_epochs=160, lr=0.1, weight_decay=0.0, gamma=0.01, scoping=1e-3,
+        inner_steps=5, inner_lr=0.25, inner_momentum=0.9, tuned=("lr", "gamma")),
+    ("mnistfc", "hj-fixed-point"): dict(
+        effective_epochs=240, lr=0.1, weight_decay=0.0, gamma=10.0, scoping=1e-3,
+        inner_steps=5, damping=0.75, tuned=("lr", "gamma")),
+    ("mnistfc", "heat"): dict(
+        effective_epochs=200, lr=0.3, weight_decay=0.0, sigma=0.01, scoping=1e-3, samples=20,
+        tuned=("lr", "sigma")),
+    ("mnistfc", "heat-uniform"): dict(
+        effective_epochs=200, lr=0.1, weight_decay=0.0, gamma=1e-3, scoping=1e-3,
+        inner_steps=20, inner_lr=0.1, noise=1e-4, inner_momentum=0.9, tuned=("lr", "gamma")),
+    ("mnistfc", "elastic-sgd"): dict(
+        effective_epochs=194, lr=0.1, weight_decay=0.0, rho=1.0, rho_max=10.0,
+        scoping=PerEpoch(0.5)),
+    ("mnistfc", "parle"): dict(
+        effective_epochs=120, lr=0.1, weight_decay=0.0, gamma=0.01, gamma_max=1.0, rho=1.0,
+        rho_max=10.0, scoping=PerEpoch(0.5), inner_steps=25, inner_lr=0.1, noise=0.0,
+        alpha=0.0, inner_momentum=0.9),
+    ("lenet", "sgd"): dict(effective_epochs=67, lr=0.1, weight_decay=0.0, tuned=("lr",)),
+    ("lenet", "entropy-sgd"): dict(
+        effective_epochs=80, lr=0.1, weight_decay=0.0, gamma=1e-3, scoping=1e-3,
+        inner_steps=20, inner_lr=0.1, noise=1e-4, alpha=0.75, inner_momentum=0.9,
+        tuned=("lr",)),
+    ("lenet", "hj"): dict(
+        effective_epochs=60, lr=0.1, weight_decay=0.0, gamma=1e-3, scoping=1e-3,
+        inner_steps=5, inner_lr=0.25, inner_momentum=0.9, tuned=("lr",)),
+    ("lenet", "hj-fixed-point"): dict(
+        effective_epochs=84, lr=0.1, weight_decay=0.0, gamma=10.0, scoping=1e-3,
+        inner_steps=5, damping=0.75, tuned=("lr", "gamma")),
+    ("lenet", "heat"): dict(
+        effective_epochs=75, lr=0.1, weight_decay=0.0, sigma=0.01, scoping=1e-3, samples=20,
+        tuned=("lr", "sigma")),
+    ("lenet", "heat-uniform"): dict(
+        effective_epochs=75, lr=0.1, weight_decay=0.0, gamma=1e-3, scoping=1e-3,
+        inner_steps=20, inner_lr=0.1, noise=1e-4, inner_momentum=0.9, tuned=("lr",)),
+    ("lenet", "elastic-sgd"): dict(
+        effective_epochs=67, lr=0.1, weight_decay=0.0, rho=1.0, rho_max=10.0,
+        scoping=PerEpoch(0.5)),
+    ("lenet", "parle"): dict(
+        effective_epochs=80, lr=0.1, weight_decay=0.0, gamma=0.01, gamma_max=1.0, rho=1.0,
+        rho_max=10.0, scoping=PerEpoch(0.5), inner_steps=25, inner_lr=0.1, noise=0.0,
+        alpha=0.0, inner_momentum=0.9),
+    ("allcnn", "sgd"): dict(effective_epochs=195, lr=0.1, weight_decay=0.0),
+    ("allcnn", "entropy-sgd"): dict(
+        effective_epochs=160, lr=0.1, weight_decay=1e-3, gamma=0.03, scoping=1e-3,
+        inner_steps=20, inner_lr=0.1, noise=1e-4, alpha=0.75, inner_momentum=0.9),
+    ("allcnn", "hj"): dict(
+        effective_epochs=200, lr=0.1, weight_decay=1e-3, gamma=0.03, scoping=1e-3,
+        inner_steps=5, inner_lr=0.25, inner_momentum=0.9),
+    ("allcnn", "hj-fixed-point"): dict(
+        effective_epochs=174, lr=0.1, weight_decay=1e-3, gamma=10.0, scoping=1e-3,
+        inner_steps=5, damping=0.75),
+    ("allcnn", "heat"): dict(
+        effective_epochs=150, lr=0.1, weight_decay=1e-3, sigma=0.01, scoping=1e-3, samples=20),
+    ("allcnn", "heat-uniform"): dict(
+        effective_epochs=150, lr=0.1, weight_decay=1e-3, gamma=0.03, scoping=1e-3,
+        inner_steps=20, inner_lr=0.1, noise=1e-4, inner_momentum=0.9),
+    ("allcnn", "elastic-sgd"): dict(
+        effective_epochs=195, lr=0.1, weight_decay=1e-3, rho=1.0, rho_max=10.0,
+        scoping=PerEpoch(0.5)),
+    ("allcnn", "parle"): dict(
+        effective_epochs=160, lr=0.1, weight_decay=1e-3, gamma=0.01, gamma_max=1.0, rho=1.0,
+        rho_max=10.0, scoping=PerEpoch(0.5), inner_steps=25, inner_lr=0.1, noise=0.0,
+        alpha=0.0, inner_momentum=0.9),
 }
-_HJB_BUDGET = {"mnistfc": 160, "lenet": 60, "allcnn": 200}  # code's notes, HJB rows
-# elastic-sgd and parle (Sec. 4.3; not in Table 1) get the budgets of SGD and
-# Entropy-SGD, counted over all replicas: n replicas share the same compute.
-PAPER_BUDGET = {
-    (model, optimizer): budget
-    for model, row in _TABLE1_BUDGET.items()
-    for optimizer, budget in {
-        **row, "hj-fixed-point": row["hj-fixed-point"] * 6 / 5, "heat": row["heat-uniform"],
-        "hj": _HJB_BUDGET[model], "elastic-sgd": row["sgd"], "parle": row["entropy-sgd"]}.items()
+# The tuned values alone, by cell (a test holds them to experiments/tuning/).
+TUNED: dict[tuple[str, str], dict[str, float]] = {
+    cell: {name: recipe[name] for name in recipe["tuned"]}
+    for cell, recipe in RECIPES.items() if recipe.get("tuned")
 }
-
-# Coupling gamma0 and scoping gamma1 (gamma_k = gamma0 (1 + gamma1)^k).
-# gamma1 = 1e-3 for every run (Sec. 7.5 and 8). gamma0: the code's CLI
-# default 1e-4 for mnistfc, its "works fine" 1e-3 for LeNet, its recorded
-# Entropy-SGD run 0.03 for All-CNN-C; TUNED below overrides per cell.
-GAMMA0 = {"mnistfc": 1e-4, "lenet": 1e-3, "allcnn": 3e-2}
-SCOPING = 1e-3
-
-# L2 weight decay: All-CNN-C only (code: 1e-3), and never for SGD (the code
-# adds it only inside the inner loop, so its SGD never applies it).
-WEIGHT_DECAY = {"mnistfc": 0.0, "lenet": 0.0, "allcnn": 1e-3}
-
-# The inner loops, from the code's classes. Entropy-SGD (ESGD): L = 20,
-# inner lr 0.1, eps 1e-4, alpha 0.75, inner Nesterov 0.9 kept across
-# updates (code defaults; Sec. 7.1). HJ (HJB, Sec. 7.2): the same loop with
-# L = 5, inner lr 0.25, no noise, last iterate. hj-fixed-point (FP, Remark
-# 21): L = 5 damped iterations, damping 0.75. heat-uniform (the code's HEAT):
-# the Entropy-SGD loop with the uniform average. heat (Eq. 35): 20 samples
-# (Sec. 7.3); sigma = 0.01 is ours (the paper gives none).
-OPTIMIZER_DEFAULTS = {
-    "sgd": {},
-    "entropy-sgd": {"inner_steps": 20, "inner_lr": 0.1, "noise": 1e-4, "alpha": 0.75,
-                    "inner_momentum": 0.9},
-    "hj": {"inner_steps": 5, "inner_lr": 0.25, "inner_momentum": 0.9},
-    # gamma0 = 10 is ours: the look-ahead x - p / gamma is then an SGD step of
-    # 0.1 p; the code's CLI default 1e-4 would look 1e4 p ahead and diverge.
-    "hj-fixed-point": {"inner_steps": 5, "damping": 0.75, "gamma": 10.0},
-    "heat": {"sigma": 1e-2, "samples": 20},
-    "heat-uniform": {"inner_steps": 20, "inner_lr": 0.1, "noise": 1e-4, "inner_momentum": 0.9},
-    # Parle and Elastic-SGD (REFERENCE.md section 3, the authors' DistributedESGD):
-    # gamma = min(0.01 (1 + gdot)^k, 1), rho = min(1 (1 + gdot)^k, 10); L = 25,
-    # inner lr 0.1, no noise, the last iterate, the inner Nesterov 0.9 kept
-    # across updates (its mdw buffer); elastic-sgd is L = 0.
-    "elastic-sgd": {"rho": 1.0, "rho_max": 10.0},
-    "parle": {"gamma": 0.01, "gamma_max": 1.0, "rho": 1.0, "rho_max": 10.0, "inner_steps": 25,
-              "inner_lr": 0.1, "noise": 0.0, "alpha": 0.0, "inner_momentum": 0.9},
-}
-
-# Parle's gdot = 0.5 / (minibatches per epoch): 0.5 * 128 / 60,000 = 1.07e-3 on
-# MNIST, the rate of scoping per update of elastic-sgd and parle.
-# training.config computes it for the run's batch size and training images
-# (the model's standard training set, less a validation split).
+# The model's standard training set, of which PerEpoch counts the minibatches.
 TRAIN_EXAMPLES = {"mnistfc": 60_000, "lenet": 60_000, "allcnn": 50_000}
-PARLE_GDOT = 0.5
 
-# Outer step, all optimizers: lr 0.1 with Nesterov momentum 0.9 (Sec. 7.1,
-# 7.4), divided by 5 every 3 epochs of Entropy-SGD with L = 20, i.e. every
-# 60 effective epochs (Sec. 7.1 on the effective-epoch axis, so they all
-# anneal alike for the same compute). 40 decays reach lr * 1e-28: the
+# What every cell shares. The outer step: Nesterov momentum 0.9 (Sec. 7.1,
+# 7.4), its lr divided by 5 every 3 epochs of Entropy-SGD with L = 20, i.e.
+# every 60 effective epochs (Sec. 7.1 on the effective-epoch axis, so they
+# all anneal alike for the same compute). 40 decays reach lr * 1e-28: the
 # schedule does not depend on the budget, so a run extended by --resume
 # anneals like one started with the larger budget.
-LR = 0.1
 MOMENTUM = 0.9
 LR_DECAY, LR_DECAY_EVERY, LR_DECAYS = 0.2, 60.0, 40
-
-# Values neither the paper nor the code fixes, chosen per (model, optimizer)
-# on a validation split (the last 10,000 training images; the test set is
-# never looked at), from Flax's initialisation (the default before
-# PARAM_INIT below): benchmarks/tune.py, results/tuning.json (10 and 5
-# effective epochs, one seed), then mnistfc Entropy-SGD again at its full
-# 120 with three seeds (results/tuning_mnistfc_entropy_sgd_full.json).
-TUNED: dict[tuple[str, str], dict[str, float]] = {
-    ("mnistfc", "entropy-sgd"): {"lr": 0.3, "gamma": 0.01},
-    ("mnistfc", "sgd"): {"lr": 0.03},
-    ("mnistfc", "hj-fixed-point"): {"lr": 0.1, "gamma": 10.0},
-    ("mnistfc", "heat-uniform"): {"lr": 0.1, "gamma": 0.001},
-    ("mnistfc", "hj"): {"lr": 0.1, "gamma": 0.01},
-    ("mnistfc", "heat"): {"lr": 0.3, "sigma": 0.01},
-    ("lenet", "entropy-sgd"): {"lr": 0.1},
-    ("lenet", "sgd"): {"lr": 0.1},
-    ("lenet", "hj-fixed-point"): {"lr": 0.1, "gamma": 10.0},
-    ("lenet", "heat-uniform"): {"lr": 0.1},
-    ("lenet", "hj"): {"lr": 0.1},
-    ("lenet", "heat"): {"lr": 0.1, "sigma": 0.01},
-}
-
-
 BATCH_SIZE = 128  # code and Sec. 7
 # The networks start as the authors' code's did (it sets no initialisation of
 # its own): from PyTorch 0.x's defaults, kernels and biases U(+-1/sqrt(fan_in))
@@ -126,16 +168,32 @@ MAX_SKIPPED_IN_A_ROW = 10
 # outside (jax-ml/jax#12868): All-CNN-C's inner loop is unrolled on CPU, for a
 # compile time that grows with L. LeNet's convolutions are matmuls over
 # patches (models.layers.patch_conv), as fast in a loop body: its loop stays
-# rolled (measured, results/step_overhead.json), as mnistfc's does.
+# rolled (measured, benchmarks/records/step_overhead.json), as mnistfc's does.
 UNROLL_ON_CPU = ("allcnn",)
 
 
-def defaults(model: str, optimizer: str) -> dict[str, object]:
-  """Every default of a (model, optimizer) cell, by flag name."""
-  return {
-      "gamma": GAMMA0[model], "scoping": SCOPING, **OPTIMIZER_DEFAULTS[optimizer],
-      "effective_epochs": PAPER_BUDGET[model, optimizer],
-      "batch_size": BATCH_SIZE, "lr": LR, "momentum": MOMENTUM,
-      "weight_decay": 0.0 if optimizer == "sgd" else WEIGHT_DECAY[model], "seed": 0,
-      "eval_every": EVAL_EVERY, "validation_split": 0, **TUNED.get((model, optimizer), {}),
-  }
+def defaults(model: str, optimizer: str) -> dict[str, Any]:
+  """Every default of a (model, optimizer) cell, by flag name: its recipe and
+  what every cell shares."""
+  recipe = {name: v for name, v in RECIPES[model, optimizer].items() if name != "tuned"}
+  return {"batch_size": BATCH_SIZE, "momentum": MOMENTUM, "seed": 0, "eval_every": EVAL_EVERY,
+          "validation_split": 0, **recipe}
+
+
+def _shown(value: Any, tuned: bool) -> str:
+  text = f"{value.rate:g} per epoch" if isinstance(value, PerEpoch) else f"{value:g}"
+  return text + ("†" if tuned else "")
+
+
+def recipes_table() -> str:
+  """:data:`RECIPES` as the Markdown table of docs/guides/recipes.md (``†``: tuned)."""
+  rows = ["| model | optimizer | effective epochs | lr | weight decay | the optimizer's own |",
+          "|---|---|---|---|---|---|"]
+  for (model, optimizer), recipe in RECIPES.items():
+    tuned = recipe.get("tuned", ())
+    shown = {name: _shown(v, name in tuned) for name, v in recipe.items() if name != "tuned"}
+    own = ", ".join(f"{name.replace('_', '-')} {v}" for name, v in shown.items()
+                    if name not in ("effective_epochs", "lr", "weight_decay"))
+    rows.append(f"| {model} | {optimizer} | {shown['effective_epochs']} | {shown['lr']} | "
+                f"{shown['weight_decay']} | {own or '-'} |")
+  return "\n".join(rows)

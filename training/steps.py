@@ -42,10 +42,13 @@ class DeviceData(NamedTuple):
   test_weight: jax.Array  # 1 for real test examples, 0 for padding
 
 
-Sampler = Callable[[jax.Array, jax.Array, jax.Array], tuple[tuple[jax.Array, jax.Array], jax.Array]]
+# draw(perm, perm_epoch, first) -> ((perm, perm_epoch), rows): a run's minibatches
+# (entropix's ``sampler`` is something else, the law of its noise).
+BatchDrawer = Callable[[jax.Array, jax.Array, jax.Array],
+                       tuple[tuple[jax.Array, jax.Array], jax.Array]]
 
 
-def make_batch_sampler(config: Config, num_train: int, seed_key: jax.Array) -> Sampler:
+def make_batch_sampler(config: Config, num_train: int, seed_key: jax.Array) -> BatchDrawer:
   """``draw(perm, perm_epoch, first) -> ((perm, perm_epoch), rows)``: L minibatches.
 
   Minibatch j (counted over the whole run) is rows ``(j mod E) * B ...`` of
@@ -76,7 +79,7 @@ def make_batch_sampler(config: Config, num_train: int, seed_key: jax.Array) -> S
 
 
 def draw_device_rows(
-    draw: Sampler, state: TrainState, config: Config
+    draw: BatchDrawer, state: TrainState, config: Config
 ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
   """Per device: the new (perm, perm_epoch) and this device's rows, int32[L, B / n]
   (n devices along :data:`AXIS`: a replica's devices, with replicas)."""
