@@ -32,7 +32,16 @@ myst_heading_anchors = 3
 
 templates_path = ["_templates"]
 autosummary_generate = True
-autodoc_typehints = "none"
+autodoc_typehints = "signature"
+# Shown as written, not expanded into the unions they stand for. They need
+# the library's postponed annotations (from __future__ import annotations).
+autodoc_type_aliases = {
+    **{name: name for name in ("optax.ScalarOrSchedule", "optax.Schedule", "optax.Params",
+                               "optax.Updates", "Average", "Sampler", "Center", "GradFn",
+                               "Loss")},
+    "_noise.Sampler": "Sampler",
+}
+python_maximum_signature_line_length = 88  # one parameter per line beyond this
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": False}
 napoleon_google_docstring = True

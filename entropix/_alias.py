@@ -1,5 +1,7 @@
 """Ready optimizers of the paper's Table 1: an entropix transform + Nesterov SGD."""
 
+from __future__ import annotations
+
 import jax
 import jax.numpy as jnp
 import optax

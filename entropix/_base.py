@@ -1,5 +1,7 @@
 """Helpers shared by the transforms: argument checks, keys, schedules."""
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from typing import Any
 

@@ -9,6 +9,8 @@ one of them, so the user reads what to write instead rather than a shape
 error from inside the model.
 """
 
+from __future__ import annotations
+
 import functools
 import sys
 import types

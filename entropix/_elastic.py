@@ -1,5 +1,7 @@
 """Elastic coupling of replicas across a mapped axis (paper Sec. 4.3; Parle)."""
 
+from __future__ import annotations
+
 from typing import Any, Literal, NamedTuple
 
 import jax

@@ -1,5 +1,7 @@
 """The Hopf-Lax gradient as a damped fixed point (paper Remark 21): Table 1's HJ."""
 
+from __future__ import annotations
+
 from typing import Any, NamedTuple
 
 import jax

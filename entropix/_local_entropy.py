@@ -1,5 +1,7 @@
 """Local entropy: the gradient of the viscous Hamilton-Jacobi smoothing."""
 
+from __future__ import annotations
+
 from typing import Any, Literal, NamedTuple
 
 import jax

@@ -1,5 +1,7 @@
 """``grad_fn`` for the usual case: a stack of minibatches and a loss."""
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from typing import Any
 

@@ -26,6 +26,8 @@ Three laws are offered:
 ``benchmarks/overhead.py`` measures all three, alone and inside Entropy-SGD.
 """
 
+from __future__ import annotations
+
 import math
 from typing import Literal
 

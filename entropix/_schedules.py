@@ -1,5 +1,7 @@
 """Schedules for the coupling strength."""
 
+from __future__ import annotations
+
 import optax
 
 from entropix import _base

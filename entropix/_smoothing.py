@@ -1,5 +1,7 @@
 """Gaussian smoothing: the gradient of the heat-equation solution (HEAT)."""
 
+from __future__ import annotations
+
 from typing import Any, NamedTuple
 
 import jax

@@ -3,6 +3,8 @@
 This module imports Flax; ``import entropix`` does not import it.
 """
 
+from __future__ import annotations
+
 from typing import Any
 
 import jax

@@ -29,6 +29,8 @@ Example:
   [0.5]
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 
 import numpy as np
