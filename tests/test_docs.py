@@ -1,6 +1,7 @@
 """The documentation site builds with every warning an error."""
 
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -19,3 +20,18 @@ def test_the_site_builds_without_a_warning(tmp_path):
   assert "Example" in api and "MathJax" in api  # the docstring, with its maths
   for page in ("getting_started", "guides/composing", "notebooks/quickstart"):
     assert (tmp_path / "html" / f"{page}.html").is_file(), page
+
+
+def test_the_api_page_lists_every_public_name():
+  import entropix
+  from entropix import pde
+
+  page = (ROOT / "docs" / "api.md").read_text()
+  listed = set(re.findall(r"^   (entropix\.[\w.]+)$", page, flags=re.M))
+  public = {f"entropix.{name}" for name in entropix.__all__ if name != "pde"}
+  public |= {f"entropix.pde.{name}" for name in dir(pde)
+             if not name.startswith("_") and callable(getattr(pde, name))
+             and getattr(getattr(pde, name), "__module__", "") == pde.__name__}
+  public.add("entropix.linen.TrainState")
+  assert listed == public, (f"docs/api.md misses {sorted(public - listed)}, "
+                            f"lists unknown {sorted(listed - public)}")
