@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
            "shard_map for elastic-sgd and parle)")
   add("--no-progress", dest="progress", action="store_false",
       help="no progress bar on stderr (default: shown)")
+  add("--diagnose", action="store_true",
+      help="instead of training, measure the finished run in --workdir (its newest "
+           "checkpoint) with entropix.diagnostics into WORKDIR/diagnostics.json (default: "
+           "train)")
   _add_process_flags(parser)
   return parser
 
@@ -177,6 +181,20 @@ def _add_process_flags(parser: argparse.ArgumentParser) -> None:
                               "dead and the others stop (default: %(default)s)")
 
 
+def _diagnose(parser: argparse.ArgumentParser, workdir: str | None) -> int:
+  from training import diagnose  # noqa: PLC0415: only this command needs it
+
+  if workdir is None:
+    parser.error("--diagnose needs --workdir (the finished run to measure)")
+  try:
+    record = diagnose.diagnose(workdir)
+  except (training.ConfigError, input_pipeline.DataError) as e:
+    parser.error(str(e))
+  keys = ("model", "optimizer", "seed", "step", "top_eigenvalues", "trace", "diagonal")
+  print(json.dumps({k: record[k] for k in keys}), flush=True)
+  return 0
+
+
 # The flags of a multi-process run: they go to jax.distributed, not to the config.
 PROCESS_FLAGS = ("coordinator", "num_processes", "process_id", "heartbeat_timeout")
 
@@ -187,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = vars(parser.parse_args(argv))
   workdir = args.pop("workdir")
   processes = {k: args.pop(k) for k in PROCESS_FLAGS}
+  if args.pop("diagnose"):
+    return _diagnose(parser, workdir)
   if processes["coordinator"] is not None:
     number = lambda v: None if v is None else int(v)
     process_args = (processes["coordinator"], number(processes["num_processes"]),

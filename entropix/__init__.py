@@ -4,14 +4,16 @@ Local entropy (Entropy-SGD), the non-viscous Hamilton-Jacobi proximal step
 (HJ, in the paper's Sec. 7.2 form and as the damped fixed point that produced
 Table 1) and heat-equation smoothing (HEAT), each an optax
 ``GradientTransformationExtraArgs`` whose inner loop runs in ``lax.scan``.
-``entropix.pde`` holds 1-D reference solutions of the PDEs.
+``entropix.pde`` holds 1-D reference solutions of the PDEs;
+``entropix.diagnostics`` measures the curvature, local entropy and sharpness
+of a loss at a point (the widths of minima the paper's Sec. 6 is about).
 ``masked_grad_fn`` and ``forward_extra_args`` carry ``grad_fn`` through the
 optax wrappers that would withhold it; ``entropix.linen`` (which imports
 Flax, so is not imported here) has a Flax ``TrainState`` that forwards it.
 ``counter_bits`` is the integer hash the Langevin noise is drawn from.
 """
 
-from entropix import pde
+from entropix import diagnostics, pde
 from entropix._alias import entropy_sgd, heat, hj, hj_fixed_point
 from entropix._compose import forward_extra_args, masked_grad_fn
 from entropix._elastic import ElasticState, elastic, elastic_sgd, parle
@@ -30,6 +32,7 @@ __all__ = [
     "HopfLaxFixedPointState",
     "LocalEntropyState",
     "counter_bits",
+    "diagnostics",
     "elastic",
     "elastic_sgd",
     "entropy_sgd",

@@ -24,14 +24,16 @@ def test_the_site_builds_without_a_warning(tmp_path):
 
 def test_the_api_page_lists_every_public_name():
   import entropix
-  from entropix import pde
+  from entropix import diagnostics, pde
 
   page = (ROOT / "docs" / "api.md").read_text()
   listed = set(re.findall(r"^   (entropix\.[\w.]+)$", page, flags=re.M))
-  public = {f"entropix.{name}" for name in entropix.__all__ if name != "pde"}
-  public |= {f"entropix.pde.{name}" for name in dir(pde)
-             if not name.startswith("_") and callable(getattr(pde, name))
-             and getattr(getattr(pde, name), "__module__", "") == pde.__name__}
+  modules = {"pde": pde, "diagnostics": diagnostics}
+  public = {f"entropix.{name}" for name in entropix.__all__ if name not in modules}
+  for name, module in modules.items():
+    public |= {f"entropix.{name}.{attr}" for attr in dir(module)
+               if not attr.startswith("_") and callable(getattr(module, attr))
+               and getattr(getattr(module, attr), "__module__", "") == module.__name__}
   public.add("entropix.linen.TrainState")
   assert listed == public, (f"docs/api.md misses {sorted(public - listed)}, "
                             f"lists unknown {sorted(listed - public)}")

@@ -1,0 +1,165 @@
+"""The width of a finished run's minimum: ``entropix.diagnostics`` on its checkpoint.
+
+``train.py --workdir W --diagnose`` (or :func:`diagnose`) reads W's config
+and newest checkpoint and measures, at those parameters, the training loss
+of the network as it is evaluated (BatchNorm's re-estimated statistics,
+dropout off) over a fixed subset of the training set: the first
+``images`` training images, in minibatches of ``batch``. It writes
+``W/diagnostics.json``: the Hessian's top eigenvalues, its trace and the
+harmonic mean of its diagonal (one set of Rademacher probes serves both),
+its spectral density, the local entropy over a range of gamma and the
+perturbation-sharpness curve, each with the settings that produced it.
+"""
+
+import dataclasses
+import json
+import pathlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import input_pipeline
+import models
+from entropix import diagnostics
+from training.checkpoints import Checkpointer
+from training.config import REPLICATED, ConfigError, build_config
+from training.metrics import write_atomic
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What :func:`diagnose` measures, and how hard it tries."""
+
+  images: int = 10_000  # the first training images: a fixed subset
+  batch: int = 1000  # images per minibatch of the Hessian-vector products
+  top_k: int = 10
+  lanczos_steps: int | None = None  # for the top eigenvalues; None: max(4 k, k + 60)
+  probes: int = 32  # Rademacher probes for the trace and the diagonal
+  density_probes: int = 2
+  density_steps: int = 60  # Lanczos steps per density probe
+  gammas: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+  noise: float = 1e-4  # Entropy-SGD's: the local entropy's temperature is noise ** 2
+  chain_steps: int = 600
+  sigmas: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+  perturbations: int = 8
+  seed: int = 0
+
+
+def network_loss(workdir: pathlib.Path, settings: Settings) -> tuple[Any, Any, Any, dict]:
+  """(loss_fn, params, batches, description) of the run in ``workdir``."""
+  config_file = workdir / "config.json"
+  if not config_file.is_file():
+    raise ConfigError(f"--diagnose: {workdir} holds no config.json (not a train.py workdir)")
+  config = build_config(**json.loads(config_file.read_text()))
+  if isinstance(config.optimizer, REPLICATED):
+    raise ConfigError(f"--diagnose: {workdir} trained {config.optimizer.name} replicas; "
+                      "only single-network runs are diagnosed")
+  dataset, scaling = input_pipeline.load(config.run.data_dir, config.input_scaling,
+                                         config.validation_split)
+  n = min(settings.images, dataset.train_images.shape[0]) // settings.batch * settings.batch
+  if n == 0:
+    raise ConfigError(f"--diagnose: {settings.images} images make no minibatch of "
+                      f"{settings.batch}")
+  checkpointer = Checkpointer(workdir)
+  step = checkpointer.latest()
+  if step is None:
+    raise ConfigError(f"--diagnose: {workdir} holds no checkpoint")
+  # The structure a checkpoint restores into: the run's own initial state.
+  from training.loop import build_program  # noqa: PLC0415: the trainer's, only here
+
+  like = build_program(dataset=dataset, scaling=scaling, config=dataclasses.replace(
+      config, run=dataclasses.replace(config.run, devices=1))).state
+  state = checkpointer.restore(step, like)
+  checkpointer.close()
+  model = models.create(config.model, param_init=config.param_init)
+  stats = state.batch_stats
+
+  def loss_fn(params, batch):
+    logits = model.apply({"params": params, "batch_stats": stats}, scaling(batch["x"]),
+                         train=False)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+  shape = (n // settings.batch, settings.batch)
+  images = dataset.train_images[:n]
+  batches = {"x": jnp.asarray(images.reshape(*shape, *images.shape[1:])),
+             "y": jnp.asarray(dataset.train_labels[:n].reshape(shape).astype(np.int32))}
+  about = {"model": config.model, "optimizer": config.optimizer.name, "seed": config.seed,
+           "step": int(step), "images": n, "batch": settings.batch,
+           "loss": "cross-entropy of the evaluated network (re-estimated BatchNorm "
+                   "statistics, dropout off) on the first training images"}
+  return loss_fn, state.params, batches, about
+
+
+def measure(loss_fn: Any, params: Any, batches: Any, settings: Settings) -> dict[str, Any]:
+  """Every diagnostic of ``entropix.diagnostics`` at ``params``, as JSON values."""
+  key = jax.random.key(settings.seed)
+  timings, out = {}, {}
+  clock = time.perf_counter()
+
+  def lap(name):
+    nonlocal clock
+    timings[name] = round(time.perf_counter() - clock, 1)
+    clock = time.perf_counter()
+
+  out["loss"] = float(diagnostics._mean_over(batches, lambda b: loss_fn(params, b),
+                                             jnp.zeros(())))
+  top = diagnostics.hessian_eigenvalues(loss_fn, params, batches, settings.top_k,
+                                        key=jax.random.fold_in(key, 0),
+                                        num_iterations=settings.lanczos_steps)
+  out["top_eigenvalues"] = top.tolist()
+  lap("top_eigenvalues")
+  diagonal = diagnostics.hessian_diagonal(loss_fn, params, batches,
+                                          key=jax.random.fold_in(key, 1), samples=settings.probes)
+  flat = np.concatenate([np.ravel(v) for v in jax.tree.leaves(diagonal.value)])
+  flat_err = np.concatenate([np.ravel(v) for v in jax.tree.leaves(diagonal.stderr)])
+  # The trace is the diagonal's sum; its probes' spread gives its error.
+  harmonic, positive = diagnostics.harmonic_mean(diagonal.value)
+  out["trace"] = {"value": float(flat.sum()), "stderr": float(np.sqrt(np.sum(flat_err**2)))}
+  out["diagonal"] = {"harmonic_mean_positive": harmonic, "positive": positive,
+                     "entries": int(flat.size), "arithmetic_mean": float(flat.mean()),
+                     "significantly_positive": int(np.sum(flat > 2 * flat_err))}
+  lap("trace_and_diagonal")
+  density = diagnostics.spectral_density(
+      loss_fn, params, batches, key=jax.random.fold_in(key, 2),
+      num_iterations=settings.density_steps, probes=settings.density_probes)
+  out["spectral_density"] = {"grid": density.grid.tolist(), "density": density.density.tolist(),
+                             "nodes": density.nodes.tolist(), "weights": density.weights.tolist()}
+  lap("spectral_density")
+  inner_lr = 0.5 / (max(top[0], 0.0) + max(settings.gammas))  # well inside stability
+  entropy = diagnostics.local_entropy_estimate(
+      loss_fn, params, batches, settings.gammas, noise=settings.noise, inner_lr=inner_lr,
+      key=jax.random.fold_in(key, 3), steps=settings.chain_steps,
+      burn_in=settings.chain_steps // 4)
+  out["local_entropy"] = {"gammas": entropy.gammas.tolist(), "values": entropy.values.tolist(),
+                          "stderr": entropy.stderr.tolist(), "noise": settings.noise,
+                          "inner_lr": inner_lr,
+                          "mean_sq_distance": entropy.mean_sq_distance.tolist()}
+  lap("local_entropy")
+  sharp = diagnostics.perturbation_sharpness(loss_fn, params, batches, settings.sigmas,
+                                             key=jax.random.fold_in(key, 4),
+                                             samples=settings.perturbations)
+  out["perturbation_sharpness"] = {"sigmas": list(settings.sigmas),
+                                   "increase": sharp.value.tolist(),
+                                   "stderr": sharp.stderr.tolist()}
+  lap("perturbation_sharpness")
+  out["wall_s"] = timings
+  return out
+
+
+def diagnose(workdir: str | pathlib.Path, settings: Settings = Settings()) -> dict[str, Any]:
+  """Measures the run in ``workdir`` and writes ``workdir/diagnostics.json``.
+
+  Raises:
+    ConfigError: no train.py workdir, no checkpoint, or a replicated run.
+  """
+  workdir = pathlib.Path(workdir)
+  loss_fn, params, batches, about = network_loss(workdir, settings)
+  settings_json = json.loads(json.dumps(dataclasses.asdict(settings)))  # tuples as lists
+  record = {**about, "settings": settings_json,
+            **measure(loss_fn, params, batches, settings)}
+  write_atomic(workdir / "diagnostics.json", json.dumps(record, indent=1) + "\n")
+  return record
