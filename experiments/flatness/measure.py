@@ -48,15 +48,18 @@ def measure(runs: dict, cores: list[int]) -> None:
         name, workdir = todo.pop(0)
         command = ["taskset", "-c", str(core), sys.executable, str(ROOT / "train.py"),
                    "--workdir", str(ROOT / workdir), "--diagnose"]
-        running[core] = (name, workdir, subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        # Its progress lines go to a file: a pipe nobody reads would fill and block it.
+        log = (ROOT / workdir / "diagnose.log").open("w")
+        running[core] = (name, workdir, log, subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True))
     time.sleep(1.0)
-    for core, (name, workdir, process) in list(running.items()):
+    for core, (name, workdir, log, process) in list(running.items()):
       if process.poll() is None:
         continue
       del running[core]
-      _, stderr = process.communicate()
+      log.close()
       if process.returncode:
+        stderr = (ROOT / workdir / "diagnose.log").read_text()
         sys.exit(f"{name}: train.py --diagnose failed:\n{stderr[-2000:]}")
       records[name] = json.loads((ROOT / workdir / "diagnostics.json").read_text())
       RECORDS.write_text(json.dumps(dict(sorted(records.items())), indent=1) + "\n")

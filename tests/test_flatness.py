@@ -1,0 +1,75 @@
+"""experiments/flatness: the runs it trains, and the table it draws from the measurements."""
+
+import json
+
+import pytest
+
+import training
+
+
+@pytest.fixture(scope="module")
+def train_runs(load_script):
+  return load_script("experiments/flatness/train_runs.py")
+
+
+@pytest.fixture(scope="module")
+def measure(load_script):
+  return load_script("experiments/flatness/measure.py")
+
+
+def test_it_trains_the_cells_the_question_needs_at_their_table1_recipes(train_runs, tmp_path):
+  jobs = train_runs.jobs(tmp_path, [])
+  seeds = {}
+  for job in jobs:
+    model, optimizer = job.flags[1], job.flags[3]
+    seeds.setdefault((model, optimizer), []).append(int(job.flags[5]))
+    # No flag beyond the cell, seed and one device: the Table-1 recipe and budget.
+    assert job.flags[::2] == ["--model", "--optimizer", "--seed", "--devices"], job.flags
+    assert training.build_config(**_flags(job.flags)).effective_epochs == (
+        training.settings.RECIPES[(model, optimizer)]["effective_epochs"])
+  for model in ("mnistfc", "lenet"):
+    assert seeds[(model, "sgd")] == seeds[(model, "entropy-sgd")] == [0, 1]
+    assert seeds[(model, "heat-uniform")] == seeds[(model, "hj-fixed-point")] == [0]
+  assert len({j.workdir for j in jobs}) == len(jobs) == 12
+
+
+def test_a_finished_run_lands_at_once_and_is_skipped_the_next_time(train_runs, tmp_path,
+                                                                    monkeypatch):
+  ran = []
+
+  def fake_run(jobs, cores, on_done):
+    ran.append([j.name for j in jobs])
+    job = jobs[0]
+    on_done(train_runs._jobs.Finished(job, {"val_error": 1.0}, "", [], 1.0))
+
+  monkeypatch.setattr(train_runs._jobs, "run", fake_run)
+  out = tmp_path / "runs.json"
+  train_runs.main(["--jobs", "1", "--runs", str(tmp_path), "--out", str(out)])
+  train_runs.main(["--jobs", "1", "--runs", str(tmp_path), "--out", str(out)])
+  assert ran[0][0] == "mnistfc-sgd-seed0" and "mnistfc-sgd-seed0" not in ran[1]
+  assert sorted(json.loads(out.read_text())) == ["mnistfc-entropy-sgd-seed0", "mnistfc-sgd-seed0"]
+
+
+def test_the_table_has_a_row_per_measured_run(measure, monkeypatch, tmp_path):
+  record = {"model": "lenet", "optimizer": "entropy-sgd", "seed": 1, "loss": 0.01,
+            "top_eigenvalues": [30.0, 20.0, 10.0], "trace": {"value": 100.0, "stderr": 2.0},
+            "diagonal": {"harmonic_mean_positive": 1e-6, "positive": 7, "entries": 9},
+            "perturbation_sharpness": {"sigmas": [0.001, 0.01], "increase": [1e-5, 1e-3]},
+            "local_entropy": {"gammas": [0.001, 1.0], "values": [0.05, 0.01]}}
+  records = tmp_path / "diagnostics.json"
+  records.write_text(json.dumps({"lenet-entropy-sgd-seed1": record}))
+  monkeypatch.setattr(measure, "RECORDS", records)
+  runs = {"lenet-entropy-sgd-seed1": {"summary": {"val_error": 0.5}}}
+  [row] = measure.rows(runs)
+  assert row["top"] == 30.0 and row["tenth"] == 10.0
+  assert row["entropy_gap"] == pytest.approx(0.04)
+  table = measure.table([row])
+  assert "| lenet | entropy-sgd | 1 | 0.50 | 0.0100 | 30 | 10 | 100 ± 2 | 1e-06 (7 of 9) |" in table
+  assert table.rstrip().endswith("| 0.04 | 0.001 |")
+
+
+def _flags(argv):
+  names = argv[::2]
+  values = argv[1::2]
+  flags = dict(zip((n.lstrip("-").replace("-", "_") for n in names), values))
+  return {**flags, "seed": int(flags["seed"]), "devices": int(flags["devices"])}
