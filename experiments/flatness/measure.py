@@ -37,10 +37,22 @@ def load() -> dict:
   return json.loads(RECORDS.read_text()) if RECORDS.exists() else {}
 
 
+def _land(records: dict, name: str, workdir: str) -> None:
+  records[name] = json.loads((ROOT / workdir / "diagnostics.json").read_text())
+  RECORDS.write_text(json.dumps(dict(sorted(records.items())), indent=1) + "\n")
+  print(f"{name}: measured", flush=True)
+
+
 def measure(runs: dict, cores: list[int]) -> None:
   records = load()
   todo = [(name, r["workdir"]) for name, r in runs.items()
           if r["summary"] and name not in records]
+  for name, workdir in list(todo):
+    done = ROOT / workdir / "diagnostics.json"
+    # Measured already (train.py --diagnose by hand), at the run's final step.
+    if done.exists() and json.loads(done.read_text())["step"] == runs[name]["summary"]["updates"]:
+      _land(records, name, workdir)
+      todo.remove((name, workdir))
   running = {}
   while todo or running:
     for core in [c for c in cores if c not in running]:
@@ -61,9 +73,7 @@ def measure(runs: dict, cores: list[int]) -> None:
       if process.returncode:
         stderr = (ROOT / workdir / "diagnose.log").read_text()
         sys.exit(f"{name}: train.py --diagnose failed:\n{stderr[-2000:]}")
-      records[name] = json.loads((ROOT / workdir / "diagnostics.json").read_text())
-      RECORDS.write_text(json.dumps(dict(sorted(records.items())), indent=1) + "\n")
-      print(f"{name}: measured", flush=True)
+      _land(records, name, workdir)
 
 
 def rows(runs: dict) -> list[dict]:
