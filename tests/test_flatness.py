@@ -64,7 +64,7 @@ def test_the_table_has_a_row_per_measured_run(measure, monkeypatch, tmp_path):
   assert row["top"] == 30.0 and row["tenth"] == 10.0
   assert row["entropy_gap"] == pytest.approx(0.04)
   table = measure.table([row])
-  assert "| lenet | entropy-sgd | 1 | 0.50 | 0.0100 | 30 | 10 | 100 ± 2 | 1e-06 (7 of 9) |" in table
+  assert "| lenet | entropy-sgd | 1 | 0.50 | 0.01 | 30 | 10 | 100 ± 2 | 1e-06 (7 of 9) |" in table
   assert table.rstrip().endswith("| 0.04 | 0.001 |")
 
 

@@ -47,4 +47,4 @@ def _flags(argv):
 
   args = vars(train.build_parser().parse_args(argv))
   return {k: v for k, v in args.items()
-          if k not in ("workdir", *train.PROCESS_FLAGS) and v is not None}
+          if k not in ("workdir", "diagnose", *train.PROCESS_FLAGS) and v is not None}

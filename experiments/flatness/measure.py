@@ -105,7 +105,7 @@ def table(rows: list[dict]) -> str:
   for r in rows:
     lines.append(
         f"| {r['model']} | {r['optimizer']} | {r['seed']} | {r['val_error']:.2f} | "
-        f"{r['loss']:.4f} | {r['top']:.4g} | {r['tenth']:.4g} | {r['trace']:.4g} ± "
+        f"{r['loss']:.3g} | {r['top']:.4g} | {r['tenth']:.4g} | {r['trace']:.4g} ± "
         f"{r['trace_se']:.2g} | {r['harmonic']:.3g} ({r['positive']:,} of {r['entries']:,}) | "
         f"{r['entropy_gap']:.3g} | {r['sharp'][sigma]:.4g} |")
   return "\n".join(lines) + "\n"
@@ -124,17 +124,26 @@ def figures(runs: dict) -> None:
       if d["model"] != model:
         continue
       label = f"{d['optimizer']} seed {d['seed']}"
+      # The quadrature's nodes and weights, pooled over probes, as the
+      # spectrum's distribution function: one axis fits spectra whose
+      # ranges differ by orders of magnitude.
       density = d["spectral_density"]
-      axes[0].semilogy(density["grid"], density["density"], label=label)
+      nodes = [x for row in density["nodes"] for x in row]
+      weights = [w / len(density["nodes"]) for row in density["weights"] for w in row]
+      order = sorted(range(len(nodes)), key=nodes.__getitem__)
+      cumulative = [sum(weights[j] for j in order[:i + 1]) for i in range(len(order))]
+      axes[0].step([nodes[j] for j in order], cumulative, where="post", label=label)
       entropy = d["local_entropy"]
       axes[1].semilogx(entropy["gammas"], [v - d["loss"] for v in entropy["values"]], "o-",
                        label=label)
       sharp = d["perturbation_sharpness"]
       axes[2].loglog(sharp["sigmas"], sharp["increase"], "o-", label=label)
-    axes[0].set(xlabel="Hessian eigenvalue", ylabel="density (SLQ)", title=f"{model}: spectrum")
+    axes[0].set(xlabel="Hessian eigenvalue", ylabel="fraction of the spectrum below (SLQ)",
+                title=f"{model}: spectrum")
+    axes[0].set_xscale("symlog", linthresh=1e-4)
+    axes[0].set_xlim(left=-1e-3)
     axes[1].set(xlabel="gamma", ylabel="f_gamma(x) - f(x)", title="local entropy")
     axes[2].set(xlabel="sigma", ylabel="E f(x + sigma xi) - f(x)", title="perturbations")
-    axes[0].set_ylim(bottom=1e-8)
     axes[2].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(HERE / FIGURES[model], dpi=90)
