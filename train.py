@@ -12,27 +12,22 @@ The budget is counted in effective epochs, backprops * batch_size / N_train
 (paper Remark 22): one update of Entropy-SGD or HEAT costs L = 20 backprops,
 of HJ L = 5, of the fixed point (Table 1's HJ) L + 1 = 6, of SGD 1.
 
-The step is data parallel over ``--devices`` local devices (axis ``batch``):
-each device holds the whole training set and draws its slice of the global
-minibatch inside the compiled step, gradients are averaged by the
-transforms' ``axis_name``, BatchNorm takes its statistics over the global
-batch, and dropout masks and Langevin noise depend only on the seed, the
-update and the example's position in the global batch. So 1 and 8 devices
-follow the same trajectory up to float reassociation, under ``jax.pmap``
-(default) or ``jax.shard_map`` (``--spmd shard_map``).
-``--optimizer elastic-sgd`` and ``parle`` train ``--replicas`` copies of the
-network on a replicas x devices mesh (``jax.shard_map``), each replica its
-own seed (seed + r), minibatches and noise, pulled to the replicas' mean.
-``--coordinator``, ``--num-processes`` and ``--process-id`` run the same
-step over the devices of several processes (``jax.distributed``); process 0
-writes the files and the summary.
+The step is data parallel over ``--devices`` devices (``jax.pmap``, or
+``jax.shard_map`` with ``--spmd shard_map``): each device draws its slice of
+the global minibatch inside the compiled step, and dropout masks and noise
+depend only on the seed, the update and the example's position, so 1 and 8
+devices follow the same trajectory up to float reassociation. Elastic-SGD and
+Parle train ``--replicas`` copies (replica r from seed + r) on a replicas x
+devices mesh; ``--coordinator`` spans several processes (``jax.distributed``),
+process 0 writing the files. ``--seeds 0,1,2`` trains several seeds as one
+program (the step vmapped over a seed axis), seed n's records in WORKDIR/seed_n.
 
 Before each evaluation the BatchNorm statistics are re-estimated on the
 training set (train mode, dropout off, the mean of the per-batch statistics),
 as the paper's code does. Each evaluation appends a record to
 ``WORKDIR/metrics.jsonl`` and writes an orbax checkpoint; ``--resume``
 continues from the newest one and ends with exactly the metrics of an
-uninterrupted run. The last line on stdout is a JSON summary.
+uninterrupted run. The last line on stdout is a JSON summary (one per seed).
 
 Example (a 5-effective-epoch LeNet run)::
 
@@ -86,6 +81,13 @@ OPTIMIZER_FLAGS = {
 }
 
 
+def _seed_list(text: str) -> list[int]:
+  try:
+    return [int(s) for s in text.split(",")]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r}: want integers and commas, e.g. 0,1,2") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
   """The flags of train.py; ``--help`` gives each one's default."""
   parser = argparse.ArgumentParser(
@@ -123,8 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
   add("--weight-decay", type=float,
       help=f"L2 coefficient: inside the inner loop where there is one, else on the outer "
            f"step ({RECIPE})")
-  add("--seed", type=int, default=0, help="seed of the initialisation, data order, dropout "
-      "and noise (default: %(default)s)")
+  add("--seed", type=int, help="of the initialisation, data order, dropout, noise (default: 0)")
+  add("--seeds", type=_seed_list, metavar="S,S,...",
+      help="train several seeds as one compiled program (the step vmapped over a seed axis); "
+           "seed n's records go to WORKDIR/seed_n as a --seed n run's (default: one, --seed)")
   add("--data-dir", metavar="DIR",
       help="mnistfc, lenet: a directory of the four IDX files or 'tfds:mnist' (default: the "
            "bundled MNIST); allcnn: a cifar-10-batches-bin directory or 'tfds:cifar10' "
@@ -200,34 +204,30 @@ PROCESS_FLAGS = ("coordinator", "num_processes", "process_id", "heartbeat_timeou
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Parses flags, trains, prints the JSON summary as the last stdout line."""
+  """Parses flags, trains, prints the JSON summary (one line per seed) last on stdout."""
   parser = build_parser()
   args = vars(parser.parse_args(argv))
   workdir = args.pop("workdir")
   processes = {k: args.pop(k) for k in PROCESS_FLAGS}
   if args.pop("diagnose"):
     return _diagnose(parser, workdir)
-  if processes["coordinator"] is not None:
-    number = lambda v: None if v is None else int(v)
-    process_args = (processes["coordinator"], number(processes["num_processes"]),
-                    number(processes["process_id"]), processes["heartbeat_timeout"])
-    try:
-      training.devices.check_process_flags(*process_args)
-      if workdir is None:
-        parser.error("several processes need --workdir (the same for all)")
-      training.devices.initialize_processes(*process_args)
-    except ValueError as e:
-      parser.error(str(e))
-  elif processes["num_processes"] is not None or processes["process_id"] is not None:
-    parser.error("--num-processes and --process-id need --coordinator")
+  try:
+    training.devices.join_processes(**processes, workdir=workdir)
+  except ValueError as e:
+    parser.error(str(e))
+  seeds = args.pop("seeds")
+  if seeds is not None and args["seed"] is not None:
+    parser.error("--seed and --seeds: give one of them")
   if workdir is None:
     if args["resume"]:
       parser.error("--resume needs --workdir (the run to continue)")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    workdir = f"runs/{args['model']}-{args['optimizer']}-seed{args['seed']}-{stamp}-{os.getpid()}"
+    name = f"seeds{','.join(map(str, seeds))}" if seeds else f"seed{args['seed'] or 0}"
+    workdir = f"runs/{args['model']}-{args['optimizer']}-{name}-{stamp}-{os.getpid()}"
   try:
     config = training.build_config(**args)
-    result = training.train_and_evaluate(config, workdir)
+    results = ([training.train_and_evaluate(config, workdir)] if seeds is None
+               else training.train_seeds(config, seeds, workdir))
   except (training.ConfigError, input_pipeline.DataError) as e:
     parser.error(str(e))
   except training.TrainingDiverged as e:
@@ -237,9 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A collective whose peer died fails here: say which process died instead.
     training.devices.exit_if_a_process_died()
     raise
+  stopped = [r.summary["stopped"] for r in results if "stopped" in r.summary]
   if jax.process_index() == 0:
-    print(json.dumps(result.summary), flush=True)
-  return 0
+    print(*(f"train.py: {message}\n" for message in stopped), sep="", end="", file=sys.stderr)
+    for result in results:
+      print(json.dumps(result.summary), flush=True)
+  return 1 if stopped else 0
 
 
 if __name__ == "__main__":

@@ -207,8 +207,17 @@ def require_params(params: Any, transform: str) -> None:
     raise ValueError(f"{transform} needs params: call update(updates, state, params, ...)")
 
 
-def pmean(tree: Any, axis_name: str | None) -> Any:
-  return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
+def pmean(tree: Any, axis_name: Any) -> Any:
+  """``lax.pmean`` over ``axis_name`` (None: no mean).
+
+  Over an axis of one device the mean is the tree itself, but XLA still
+  copies it through an all-reduce (on a CPU about 0.5 ms per 7.5 MB, once per
+  backprop of an inner loop): skipped. (Under shard_map's type check a
+  gradient with respect to replicated params is replicated already.)
+  """
+  if axis_name is None or jax.lax.psum(1, axis_name) == 1:  # a Python int: the axis size
+    return tree
+  return jax.lax.pmean(tree, axis_name)
 
 
 def cast_like(tree: Any, like: Any) -> Any:

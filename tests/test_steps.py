@@ -72,8 +72,9 @@ def test_each_minibatch_of_an_update_has_its_own_dropout_key(tiny):
   data = steps.DeviceData(np.ones((8, 28, 28), np.uint8), np.zeros(8, np.int32),
                           np.ones((4, 28, 28), np.uint8), np.zeros(4, np.int32), np.ones(4))
   parallel = devices.Parallel(jax.local_devices()[:1], "pmap")
-  step = parallel.map(steps.make_train_step(spy, tx, config, 8, input_pipeline.SCALINGS["raw"],
-                                            seed_key))
+  one_step = steps.make_train_step(spy, tx, config, 8, input_pipeline.SCALINGS["raw"])
+  keys = steps.seed_keys(config)
+  step = parallel.map(lambda s, d: one_step(s, d, keys))
   state = parallel.put(state)
   for _ in range(2):
     state, out = step(state, parallel.put(data))

@@ -114,14 +114,21 @@ class Checkpointer:
       return None
     return self.manager.latest_step()
 
-  def resume_point(self, config: Config) -> Saved | None:
-    """The checkpoint ``config`` continues from; None for a fresh run.
+  def steps(self) -> list[int]:
+    """The updates of the checkpoints kept, oldest first (none: [])."""
+    if self._manager is None and not self.directory.is_dir():
+      return []
+    return sorted(self.manager.all_steps())
+
+  def resume_point(self, config: Config, step: int | None = None) -> Saved | None:
+    """The checkpoint ``config`` continues from, the newest or that of update
+    ``step``; None for a fresh run.
 
     Raises:
       ConfigError: there are checkpoints and ``config.run.resume`` is off, or
         they were made with other flags (other than those in ``RESUMABLE``).
     """
-    latest = self.latest()
+    latest = self.latest() if step is None else step
     if latest is None:
       return None
     workdir = self.directory.parent

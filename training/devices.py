@@ -152,6 +152,30 @@ def initialize_processes(coordinator: str, num_processes: int | None, process_id
   watch_processes(jax.process_count(), heartbeat_timeout_s)
 
 
+def join_processes(coordinator: str | None, num_processes: int | str | None,
+                   process_id: int | str | None, heartbeat_timeout: int,
+                   workdir: str | None) -> None:
+  """train.py's process flags: joins a multi-process run when ``coordinator``
+  is given (:func:`initialize_processes`), else checks that no other process
+  flag is. ``num_processes`` and ``process_id`` may be strings (from the
+  environment).
+
+  Raises:
+    ValueError: naming the flag, for flags :func:`initialize_processes`
+      refuses, or several processes without a ``workdir`` to share.
+  """
+  if coordinator is None:
+    if num_processes is not None or process_id is not None:
+      raise ValueError("--num-processes and --process-id need --coordinator")
+    return
+  number = lambda v: None if v is None else int(v)
+  flags = (coordinator, number(num_processes), number(process_id), heartbeat_timeout)
+  check_process_flags(*flags)
+  if workdir is None:
+    raise ValueError("several processes need --workdir (the same for all)")
+  initialize_processes(*flags)
+
+
 class _Watch(NamedTuple):
   num_processes: int
   heartbeat_timeout_s: int

@@ -1,15 +1,19 @@
-"""``train_and_evaluate``: one run, from a config to its metrics and checkpoints."""
+"""``train_and_evaluate``: one run, from a config to its metrics and checkpoints;
+``train_seeds``: several seeds of it as one compiled program."""
 
+import contextlib
 import dataclasses
 import json
 import os
 import pathlib
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+import optax
 
 import input_pipeline
 import models
@@ -28,42 +32,84 @@ class TrainingResult(NamedTuple):
 
 
 class Program(NamedTuple):
-  """A run's initial state, its data on the devices and its mapped functions."""
+  """A run's initial state, its data on the devices and its mapped functions.
+
+  With several members (seeds trained together) every host tree of the state
+  and every output holds them all: a tuple of the members' trees
+  (``layout="tuple"``), or stacked along ``member_axis`` (``"stacked"``: 0,
+  or 1 behind the replica axis of elastic-sgd and parle).
+  """
 
   parallel: devices.Parallel
   state: steps.TrainState  # initial, on the host
   data: steps.DeviceData  # on the devices
   train_step: Callable[[Any, steps.DeviceData], tuple[Any, dict[str, Any]]]
   evaluate: Callable[[Any, steps.DeviceData], tuple[Any, dict[str, Any]]]
+  layout: str = "one"  # one run; "tuple" or "stacked": several
+  member_axis: int = 0
+
+  def members(self, tree: Any) -> list[Any]:
+    """Each member's part of a host tree."""
+    if self.layout == "one":
+      return [tree]
+    if self.layout == "tuple":
+      return list(tree)
+    n = np.shape(jax.tree.leaves(tree)[0])[self.member_axis]
+    return [jax.tree.map(lambda x: np.asarray(np.take(x, i, self.member_axis)), tree)
+            for i in range(n)]
+
+  def stack(self, trees: Sequence[Any]) -> Any:
+    """The host tree of the members' ``trees`` (the inverse of :meth:`members`)."""
+    if self.layout == "one":
+      (tree,) = trees
+      return tree
+    if self.layout == "tuple":
+      return tuple(trees)
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs], self.member_axis),
+                        *trees)
 
 
 def build_program(config: Config, dataset: input_pipeline.Dataset,
-                  scaling: input_pipeline.Scaling) -> Program:
-  """The initial state, the data on the devices and the step and evaluation."""
+                  scaling: input_pipeline.Scaling, seeds: Sequence[int] | None = None,
+                  vmap: bool | None = None) -> Program:
+  """The initial state, the data on the devices and the step and evaluation.
+
+  ``seeds``: train ``config`` with each of these seeds as one program
+  (``None``: ``config`` alone), the step and evaluation ``jax.vmap``-ed over
+  a member axis if ``vmap``, else one copy of them per seed
+  (:func:`training.steps.over_members`). ``vmap=None``: vmap but on a CPU.
+  """
   num_train = dataset.train_images.shape[0]
-  seed_key = jax.random.PRNGKey(config.seed)
   model = models.create(config.model, axis_name=devices.AXIS, param_init=config.param_init)
-  tx = optimizers.make_optimizer(config, config.updates_per_epoch(num_train),
-                                 jax.random.fold_in(seed_key, 3), devices.AXIS)
+  updates_per_epoch = config.updates_per_epoch(num_train)
   init = jax.jit(model.init, static_argnames="train")  # eager init is slow (2-3 s)
+  runs = [config] if seeds is None else [dataclasses.replace(config, seed=s) for s in seeds]
+  replicated = isinstance(config.optimizer, REPLICATED)
 
-  def initial_state(key: jax.Array) -> steps.TrainState:
-    variables = init(jax.random.fold_in(key, 0), scaling(dataset.train_images[:1]), train=False)
-    return steps.TrainState(
-        step=np.zeros((), np.int32), params=variables["params"],
-        batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]),
-        perm=np.zeros(num_train, np.int32), perm_epoch=np.full((), -1, np.int32))
+  def initial_state(run: Config) -> tuple[steps.TrainState, optax.GradientTransformation]:
+    # The optimizer's noise key is set at init, from the seed; its update is
+    # the same for every seed.
+    tx = optimizers.make_optimizer(run, updates_per_epoch,
+                                   jax.random.fold_in(jax.random.PRNGKey(run.seed), 3),
+                                   devices.AXIS)
 
-  replicas = None
-  if isinstance(config.optimizer, REPLICATED):
-    # Replica r starts from its own initialisation, PRNGKey(seed + r) (steps.replica_key).
-    replicas = config.replicas
-    copies = [initial_state(jax.random.PRNGKey(s)) for s in steps.replica_seeds(config)]
-    state = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *copies)
-  else:
-    state = initial_state(seed_key)
+    def one(key: jax.Array) -> steps.TrainState:
+      variables = init(jax.random.fold_in(key, 0), scaling(dataset.train_images[:1]),
+                       train=False)
+      return steps.TrainState(
+          step=np.zeros((), np.int32), params=variables["params"],
+          batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]),
+          perm=np.zeros(num_train, np.int32), perm_epoch=np.full((), -1, np.int32))
+
+    if not replicated:
+      return jax.tree.map(np.asarray, one(jax.random.PRNGKey(run.seed))), tx
+    # Replica r starts from its own initialisation, PRNGKey(seed + r) (steps.seed_keys).
+    copies = [one(jax.random.PRNGKey(s)) for s in steps.replica_seeds(run)]
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *copies), tx
+
+  states, txs = zip(*map(initial_state, runs))
   parallel = devices.Parallel(devices.run_devices(config.run.devices), config.run.spmd,
-                              replicas)
+                              config.replicas if replicated else None)
   # Each replica evaluates over its own devices: pad for that many.
   n_test, n = dataset.test_images.shape[0], config.run.devices // config.replicas
   eval_batch = min(settings.EVAL_BATCH, n_test)  # a small test set is not padded to 1000
@@ -73,16 +119,29 @@ def build_program(config: Config, dataset: input_pipeline.Dataset,
       dataset.train_images, dataset.train_labels.astype(np.int32),
       padded(dataset.test_images), padded(dataset.test_labels.astype(np.int32)),
       padded(np.ones(n_test, np.float32))))
-  step = steps.make_train_step(model, tx, config, num_train, scaling, seed_key)
+  step = steps.make_train_step(model, txs[0], config, num_train, scaling)
   evaluate = steps.make_evaluate(model, config, num_train, scaling, eval_batch)
-  return Program(parallel, jax.tree.map(np.asarray, state), data,
-                 parallel.map(step), parallel.map(evaluate))
+  keys = [steps.seed_keys(run) for run in runs]
+  if seeds is None:
+    return Program(parallel, states[0], data, parallel.map(lambda s, d: step(s, d, keys[0])),
+                   parallel.map(evaluate))
+  if vmap is None:
+    vmap = parallel.devices[0].platform != "cpu"
+  if vmap:
+    evaluate_members = jax.vmap(evaluate, in_axes=(0, None))
+  else:
+    evaluate_members = lambda states, data: tuple(zip(*[evaluate(s, data) for s in states]))
+  program = Program(parallel, states[0], data,
+                    parallel.map(steps.over_members(step, np.stack(keys), vmap)),
+                    parallel.map(evaluate_members), layout="stacked" if vmap else "tuple",
+                    member_axis=1 if replicated else 0)
+  return program._replace(state=program.stack(states))
 
 
-def _losses(par: devices.Parallel, out: dict[str, Any]) -> tuple[float, float, dict[str, int]]:
-  """The loss and error of one update (the mean over replicas) and the counts
-  of skipped updates, on the host (this waits for that update)."""
-  first = {k: np.ravel(v)[0] for k, v in par.get(out).items()}
+def _losses(out: dict[str, Any]) -> tuple[float, float, dict[str, int]]:
+  """The loss and error of one update of one run (the mean over replicas) and
+  the counts of skipped updates, from the host copy of the step's output."""
+  first = {k: np.ravel(v)[0] for k, v in out.items()}
   skips = {k: int(v) for k, v in first.items() if k.startswith("skipped")}
   return float(first["loss"]), float(first["error"]), skips
 
@@ -93,7 +152,7 @@ def _errors(totals: dict[str, Any], n_test: int) -> dict[str, Any]:
   record = {"val_loss": first(totals["loss"]) / n_test,
             "val_error": 100 * round(first(totals["wrong"])) / n_test}
   if "replica_wrong" in totals:
-    errors = [100 * round(float(w)) / n_test for w in totals["replica_wrong"]]
+    errors = [100 * round(float(w)) / n_test for w in np.ravel(totals["replica_wrong"])]
     record.update(val_error_best=min(errors), val_error_worst=max(errors),
                   val_error_replicas=errors)
   return record
@@ -101,6 +160,78 @@ def _errors(totals: dict[str, Any], n_test: int) -> dict[str, Any]:
 
 def _config_json(flags: dict[str, Any]) -> str:
   return "{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in flags.items()) + "\n}\n"
+
+
+class _Run:
+  """One run of a program: its config, workdir, checkpoints and records."""
+
+  def __init__(self, config: Config, workdir: str | os.PathLike[str]):
+    self.config, self.workdir = config, pathlib.Path(workdir)
+    if self.workdir.exists() and not self.workdir.is_dir():
+      raise ConfigError(f"--workdir {self.workdir}: exists and is not a directory")
+    self.checkpointer = Checkpointer(self.workdir)
+    self.saved = self.checkpointer.resume_point(config)
+    self.metrics: MetricsWriter | None = None
+    self.stopped: str | None = None  # why it stopped before its budget
+
+  @property
+  def live(self) -> bool:
+    return self.stopped is None
+
+  def stop(self, error: TrainingDiverged) -> None:
+    self.stopped = f"{error}; stopped: {self.checkpointer.describe_latest()}"
+    if self.metrics is not None and self.metrics.progress:
+      self.metrics.write(f"{self.workdir}: {self.stopped}")
+
+  def close(self) -> None:
+    if self.metrics is not None:
+      self.metrics.close()
+    self.checkpointer.close()
+
+
+def _common_step(runs: list[_Run]) -> tuple[list[_Run], list[str]]:
+  """The runs that resume together, each's ``saved`` at one update, and a note
+  for each left out.
+
+  Runs of one program move in lockstep. A run whose newest checkpoint is
+  ahead of another's goes back to the newest update that every run has kept;
+  where there is none, the runs furthest ahead go on and the others are left
+  out, each with the command that continues it alone.
+  """
+  latest = [0 if r.saved is None else r.saved.step for r in runs]
+  if len(set(latest)) == 1:
+    return runs, []
+  kept = [set(r.checkpointer.steps()) | ({0} if r.saved is None else set()) for r in runs]
+  shared = set.intersection(*kept)
+  if shared and max(shared) > 0:
+    step = max(shared)
+    for run in runs:
+      run.saved = run.checkpointer.resume_point(run.config, step)
+    return runs, []
+  ahead = [r for r, s in zip(runs, latest) if s == max(latest)]
+  notes = [f"{r.workdir}: left out, its newest checkpoint is at update {s}, the others' at "
+           f"{max(latest)}; continue it alone with train.py --seed {r.config.seed} --workdir "
+           f"{r.workdir} --resume (and the same flags)"
+           for r, s in zip(runs, latest) if s != max(latest)]
+  return ahead, notes
+
+
+def _summary(run: _Run, wall_s: float) -> dict[str, Any]:
+  # A run stopped at its first evaluation has no record: its fields are None.
+  config, last = run.config, (run.metrics.history or [{}])[-1]
+  return {
+      "model": config.model, "optimizer": config.optimizer.name, "seed": config.seed,
+      "val_error": last.get("val_error"), "val_loss": last.get("val_loss"),
+      "effective_epochs": last.get("effective_epochs"), "backprops": last.get("backprops"),
+      "updates": last.get("step"), "devices": config.run.devices,
+      **({"replicas": config.replicas, "val_error_best": last.get("val_error_best"),
+          "val_error_worst": last.get("val_error_worst")}
+         if isinstance(config.optimizer, REPLICATED) else {}),
+      "evaluated_on": (f"validation: the last {config.validation_split} training examples"
+                       if config.validation_split else "test"),
+      **({} if run.live else {"stopped": run.stopped}),
+      "wall_s": round(wall_s, 3), "workdir": str(run.workdir),
+  }
 
 
 def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> TrainingResult:
@@ -118,14 +249,61 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> Train
       does not fit the config (a batch larger than the training set).
     TrainingDiverged: the loss became NaN or Inf (the last good checkpoint is kept).
   """
-  start = time.perf_counter()
   if not isinstance(config, Config):
     raise TypeError(f"config must be a training.Config from build_config, got {config!r}")
+  (result,) = _train(config, [_Run(config, workdir)], seeds=None, vmap=None)
+  if "stopped" in result.summary:
+    raise TrainingDiverged(result.summary["stopped"])
+  return result
+
+
+def train_seeds(config: Config, seeds: Sequence[int], workdir: str | os.PathLike[str],
+                vmap: bool | None = None) -> list[TrainingResult]:
+  """Trains ``config`` with each of ``seeds`` as one compiled program.
+
+  The training state of every seed (parameters, optimizer state, its own
+  minibatch order, dropout and noise) is carried along a leading seed axis
+  and the step is ``jax.vmap``-ed over it, inside the data-parallel map over
+  devices (and replicas); with ``vmap=False`` (the default on a CPU, where
+  it is faster: :func:`training.steps.over_members`) the program holds one
+  copy of the step per seed instead. Seed n's records go to ``workdir/seed_<n>`` in the
+  layout of :func:`train_and_evaluate` (``config.json`` says ``"seed": n``),
+  with the same numbers as ``train_and_evaluate`` of that seed alone up to
+  float reassociation. A seed whose loss becomes NaN or Inf stops alone: its
+  records and checkpoints end there, its summary says why (``"stopped"``),
+  and the others go on. ``config.run.resume`` continues every seed from its
+  newest checkpoint (see :func:`_common_step` for seeds that stopped apart).
+
+  Returns:
+    One :class:`TrainingResult` per seed that trained, in the order of ``seeds``.
+
+  Raises:
+    ConfigError: bad ``seeds`` (empty, repeated, negative or too large for
+      the replicas), and everything :func:`train_and_evaluate` raises but
+      :class:`TrainingDiverged`.
+  """
+  if not isinstance(config, Config):
+    raise TypeError(f"config must be a training.Config from build_config, got {config!r}")
+  seeds = list(seeds)
+  if not seeds:
+    raise ConfigError("--seeds: give at least one seed")
+  for s in seeds:
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not \
+        0 <= s <= 2**32 - config.replicas:
+      raise ConfigError(f"--seeds: {s!r} is not an integer in 0 .. {2**32 - config.replicas}")
+  if len(set(seeds)) != len(seeds):
+    raise ConfigError(f"--seeds {','.join(map(str, seeds))}: a seed is repeated")
   workdir = pathlib.Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise ConfigError(f"--workdir {workdir}: exists and is not a directory")
-  checkpointer = Checkpointer(workdir)
-  saved = checkpointer.resume_point(config)
+  runs = [_Run(dataclasses.replace(config, seed=int(s)), workdir / f"seed_{s}") for s in seeds]
+  return _train(config, runs, seeds=[int(s) for s in seeds], vmap=vmap)
+
+
+def _train(config: Config, runs: list[_Run], seeds: list[int] | None,
+           vmap: bool | None) -> list[TrainingResult]:
+  """The loop of :func:`train_and_evaluate` (``seeds`` None) and :func:`train_seeds`."""
+  start = time.perf_counter()
   dataset, scaling = input_pipeline.load(config.run.data_dir, config.input_scaling,
                                          config.validation_split)
   dataset.check(batch_size=config.batch_size, num_classes=10)
@@ -135,69 +313,83 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> Train
                       f"holds {dataset.train_images.shape[1:]}")
   budget = Budget.of(config, dataset.train_images.shape[0])
   data_id = checkpoints.fingerprint(dataset)
-  if saved is not None:
-    checkpointer.check_data(saved, data_id)
-    if saved.step > budget.total:
-      raise ConfigError(f"--effective-epochs {config.effective_epochs}: the checkpoint is "
-                        f"already at {budget.epochs(saved.step):.3f} effective epochs")
-
-  program = build_program(config, dataset, scaling)
-  state, history = program.state, []
-  if saved is not None:
-    state, history = checkpointer.restore(saved.step, state), saved.history
-  flags = config.flags()
-  workdir.mkdir(parents=True, exist_ok=True)
+  for run in (r for r in runs if r.saved is not None):
+    run.checkpointer.check_data(run.saved, data_id)
+    if run.saved.step > budget.total:
+      raise ConfigError(f"--effective-epochs {config.effective_epochs}: the checkpoint in "
+                        f"{run.workdir} is already at {budget.epochs(run.saved.step):.3f} "
+                        "effective epochs")
+  everyone = runs
+  runs, notes = _common_step(runs)
+  for run in set(everyone) - set(runs):
+    run.close()
+  program = build_program(config, dataset, scaling,
+                          None if seeds is None else [r.config.seed for r in runs], vmap)
   primary = jax.process_index() == 0  # the one process that writes files and output
-  if primary:
-    write_atomic(workdir / "config.json", _config_json(flags))
-  lr = optimizers.lr_schedule(config, budget.updates_per_epoch)
+  for note in notes if primary else []:
+    print(f"train.py: {note}", file=sys.stderr, flush=True)
+  step = 0 if runs[0].saved is None else runs[0].saved.step
+  state = program.stack([like if r.saved is None else r.checkpointer.restore(step, like)
+                         for r, like in zip(runs, program.members(program.state))])
+  for i, run in enumerate(runs):
+    run.workdir.mkdir(parents=True, exist_ok=True)
+    if primary:
+      write_atomic(run.workdir / "config.json", _config_json(run.config.flags()))
+    run.metrics = MetricsWriter(
+        run.workdir / "metrics.jsonl", [] if run.saved is None else run.saved.history, budget,
+        config.backprops_per_update, step, config.run.progress, primary,
+        label=None if seeds is None else f"seed {run.config.seed}",
+        position=None if seeds is None else i)
+  lrs = [optimizers.lr_schedule(r.config, budget.updates_per_epoch) for r in runs]
   par, n_test = program.parallel, dataset.test_images.shape[0]
-  step = int(np.ravel(state.step)[0])  # with replicas, each holds the count
   device_state = par.put_state(state)
-  metrics = MetricsWriter(workdir / "metrics.jsonl", history, budget,
-                          config.backprops_per_update, step, config.run.progress, primary)
+
+  def record(step: int, out: dict[str, Any]) -> None:
+    for run, member in zip(runs, program.members(par.get(out))):
+      if run.live:
+        loss, error, skips = _losses(member)
+        try:
+          run.metrics.update(step, loss, error, **skips)
+        except TrainingDiverged as e:
+          run.stop(e)
 
   def evaluate(device_state: Any, step: int) -> Any:
-    with metrics.paused():
+    with contextlib.ExitStack() as paused:
+      for run in runs:
+        paused.enter_context(run.metrics.paused())
       device_state, totals = program.evaluate(device_state, program.data)
-      metrics.evaluation(step, float(f"{float(lr(max(step - 1, 0))):.7g}"),
-                         **_errors(par.get_state(totals), n_test))
-      checkpointer.save(step, par.get_state(device_state), flags, data_id, metrics.history)
+      members = zip(runs, lrs, program.members(par.get_state(totals)),
+                    program.members(par.get_state(device_state)))
+      for run, lr, member_totals, member_state in members:
+        if not run.live:
+          continue
+        try:
+          run.metrics.evaluation(step, float(f"{float(lr(max(step - 1, 0))):.7g}"),
+                                 **_errors(member_totals, n_test))
+          run.checkpointer.save(step, member_state, run.config.flags(), data_id,
+                                run.metrics.history)
+        except TrainingDiverged as e:
+          run.stop(e)
     return device_state
 
   try:
-    if not history:
+    if runs[0].saved is None:
       device_state = evaluate(device_state, step)  # the curves' start, a first checkpoint
     pending = None  # the last update's metrics, read one update late: the host never waits
-    while step < budget.total:
+    while step < budget.total and any(r.live for r in runs):
       device_state, out = program.train_step(device_state, program.data)
       step += 1
       if pending is not None:
-        loss, error, skips = _losses(par, pending[1])
-        metrics.update(pending[0], loss, error, **skips)
+        record(*pending)
       pending = (step, out)
       if budget.is_eval(step):
-        loss, error, skips = _losses(par, out)
-        metrics.update(step, loss, error, **skips)
+        record(*pending)
         pending = None
         device_state = evaluate(device_state, step)
-  except TrainingDiverged as e:
-    raise TrainingDiverged(f"{e}; stopped: {checkpointer.describe_latest()}") from None
   finally:
-    metrics.close()
-    checkpointer.close()
-
-  last = metrics.history[-1]
-  summary = {
-      "model": config.model, "optimizer": config.optimizer.name, "seed": config.seed,
-      "val_error": last["val_error"], "val_loss": last["val_loss"],
-      "effective_epochs": last["effective_epochs"], "backprops": last["backprops"],
-      "updates": last["step"], "devices": config.run.devices,
-      **({"replicas": config.replicas, "val_error_best": last["val_error_best"],
-          "val_error_worst": last["val_error_worst"]}
-         if isinstance(config.optimizer, REPLICATED) else {}),
-      "evaluated_on": (f"validation: the last {config.validation_split} training examples"
-                       if config.validation_split else "test"),
-      "wall_s": round(time.perf_counter() - start, 3), "workdir": str(workdir),
-  }
-  return TrainingResult(summary, metrics.history, par.get_state(device_state))
+    for run in runs:
+      run.close()
+  wall_s = time.perf_counter() - start
+  final = program.members(par.get_state(device_state))
+  return [TrainingResult(_summary(run, wall_s), run.metrics.history, member)
+          for run, member in zip(runs, final)]

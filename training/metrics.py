@@ -41,9 +41,11 @@ class MetricsWriter:
   """
 
   def __init__(self, path: pathlib.Path, history: list[dict[str, Any]], budget: Budget,
-               backprops_per_update: int, start: int, progress: bool, writes: bool = True):
+               backprops_per_update: int, start: int, progress: bool, writes: bool = True,
+               label: str | None = None, position: int | None = None):
     # writes=False (every process but the first of a multi-process run): the
     # records are kept, for the checkpoints, but nothing is written or shown.
+    # label, position: the bar's name and line among several runs' bars.
     self.path, self.history = path, list(history)
     self._budget, self._backprops = budget, backprops_per_update
     self._sums = [0.0, 0.0, 0]  # loss, error, updates since the last evaluation
@@ -55,11 +57,22 @@ class MetricsWriter:
     if writes:
       write_atomic(path, "".join(json.dumps(r) + "\n" for r in self.history))
       self._file = path.open("a")
+    self._label = f"{label}: " if label else ""
     self._bar = tqdm(
         total=round(budget.epochs(budget.total), 2), initial=round(budget.epochs(start), 2),
-        disable=not progress, file=sys.stderr, mininterval=0.5,
-        bar_format="{percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} effective epochs "
+        disable=not progress, file=sys.stderr, mininterval=0.5, desc=label, position=position,
+        bar_format="{desc}{percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} effective epochs "
                    "[{elapsed}{postfix}]")
+
+  @property
+  def progress(self) -> bool:
+    """Whether this writer shows a bar (and its lines) on stderr."""
+    return self._progress
+
+  def write(self, line: str) -> None:
+    """A line on stderr above the bar (only where the bar is shown)."""
+    if self._progress:
+      self._bar.write(self._label + line, file=sys.stderr)
 
   def update(self, step: int, loss: float, error: float, skipped: int | None = None,
              skipped_in_a_row: int = 0) -> None:
@@ -73,9 +86,9 @@ class MetricsWriter:
           f"the optimizer skipped updates {step - skipped_in_a_row + 1} to {step} (effective "
           f"epoch {self._budget.epochs(step):.3f}): their inner loop was not finite; lower "
           "--gamma, --inner-lr or --scoping")
-    if skipped and skipped != self._skipped and self._progress:
-      self._bar.write(f"update {step}: {skipped} update(s) skipped so far, their inner loop "
-                      "not finite", file=sys.stderr)
+    if skipped and skipped != self._skipped:
+      self.write(f"update {step}: {skipped} update(s) skipped so far, their inner loop "
+                 "not finite")
     self._skipped = skipped
     self._sums[0] += loss
     self._sums[1] += error
@@ -132,9 +145,8 @@ class MetricsWriter:
     if self._file is not None:
       self._file.write(json.dumps(record) + "\n")
       self._file.flush()
-    if self._progress:
-      self._bar.write(f"update {step} (effective epoch {record['effective_epochs']:.2f}): "
-                      f"val_error {val_error:.2f}%, val_loss {val_loss:.4f}", file=sys.stderr)
+    self.write(f"update {step} (effective epoch {record['effective_epochs']:.2f}): "
+                 f"val_error {val_error:.2f}%, val_loss {val_loss:.4f}")
     return record
 
   def close(self) -> None:

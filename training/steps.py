@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -96,31 +97,37 @@ def replica_seeds(config: Config) -> list[int]:
   return [config.seed + r for r in range(config.replicas)]
 
 
-def replica_key(config: Config, seed_key: jax.Array) -> jax.Array:
-  """The seed key of this device's replica: ``PRNGKey(seed + r)`` for replica r
-  of elastic-sgd and parle, ``seed_key`` otherwise."""
-  if not isinstance(config.optimizer, REPLICATED):
-    return seed_key
-  # Built on the host: seed + r may pass int32, which a traced sum would wrap.
-  keys = jnp.stack([jax.random.PRNGKey(s) for s in replica_seeds(config)])
-  return keys[lax.axis_index(REPLICA_AXIS)]
+def seed_keys(config: Config) -> np.ndarray:
+  """The run's seed keys, uint32[replicas, 2]: ``PRNGKey(seed + r)`` for replica r
+  (one row, ``PRNGKey(seed)``, without replicas). Built on the host: seed + r
+  may pass int32, which a traced sum would wrap."""
+  return np.stack([np.asarray(jax.random.PRNGKey(s)) for s in replica_seeds(config)])
+
+
+# step(state, data, keys) -> (state, metrics): one update, ``keys`` the run's seed_keys.
+TrainStep = Callable[[TrainState, DeviceData, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
 
 
 def make_train_step(
     model: Any, tx: optax.GradientTransformationExtraArgs, config: Config,
-    num_train: int, scaling: Scaling, seed_key: jax.Array,
-) -> Callable[[TrainState, DeviceData], tuple[TrainState, dict[str, jax.Array]]]:
+    num_train: int, scaling: Scaling,
+) -> TrainStep:
   """The per-device update: draws L minibatches on the device, then one update.
 
-  Minibatch j's dropout key is ``fold_in(key, j)``, the same on every
-  device of a replica; the returned loss and error are those of minibatch 0
-  at x (with replicas: each replica's own).
+  ``keys`` (:func:`seed_keys`) give this device's replica its data order,
+  dropout and noise: the step depends on the seed through them alone (the
+  optimizer's own noise key is in ``state.opt_state``). Minibatch j's dropout
+  key is ``fold_in(key, j)``, the same on every device of a replica; the
+  returned loss and error are those of minibatch 0 at x (with replicas: each
+  replica's own).
   """
   average_gradient = isinstance(config.optimizer, (SGD, ElasticSGD))
   steps_per_update = config.optimizer.backprops_per_update
 
-  def step(state, data):
-    key = replica_key(config, seed_key)
+  def step(state, data, keys):
+    keys = jnp.asarray(keys)
+    replicated = isinstance(config.optimizer, REPLICATED)
+    key = keys[lax.axis_index(REPLICA_AXIS)] if replicated else keys[0]
     draw = make_batch_sampler(config, num_train, key)
     dropout_key = jax.random.fold_in(key, 2)
     first = state.step * steps_per_update
@@ -143,8 +150,10 @@ def make_train_step(
       grads = optax.tree.zeros_like(state.params)
     else:
       (loss, error), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, 0)
-      if average_gradient:
-        grads = lax.pmean(grads, AXIS)  # entropix's transforms average through axis_name
+      if average_gradient and lax.psum(1, AXIS) > 1:  # a Python int: the device count
+        # entropix's transforms average through axis_name; on one device the
+        # mean is the gradient, but XLA would copy it through an all-reduce.
+        grads = lax.pmean(grads, AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
     params = optax.apply_updates(state.params, updates)
     new = state._replace(step=state.step + 1, params=params, opt_state=opt_state,
@@ -156,6 +165,54 @@ def make_train_step(
     return new, {**out, **skipped_updates(opt_state, axes)}
 
   return step
+
+
+def over_members(step: TrainStep, keys: np.ndarray, vmap: bool = True
+                 ) -> Callable[[Any, DeviceData], tuple[Any, Any]]:
+  """``step`` over several runs (seeds) in one program, ``keys``
+  uint32[members, replicas, 2] their seed keys.
+
+  ``vmap``: the members' states are stacked along a leading axis and the step
+  is ``jax.vmap``-ed over it, which an accelerator runs as wider kernels.
+  Otherwise the state is a tuple of the members' states and the program holds
+  one copy of the step per member, each compiled as a run of its own (on a
+  CPU a batched weight gradient comes out of its matmul transposed, and the
+  update then reads it across the cache lines: 1.6x slower for SGD).
+  The members move in lockstep, so their update count and the epoch of their
+  cached permutation are one number, taken from member 0 outside the vmap:
+  the once-an-epoch permutation stays a ``lax.cond`` (with a batched
+  predicate it would become a select that permutes the training set for
+  every minibatch).
+  """
+  keys = np.asarray(keys)
+  if not vmap:
+    def members(states, data):
+      results, done = [], ()
+      for state, k in zip(states, keys):
+        # One member after another: run side by side, their working sets
+        # evict each other's from the cache (LeNet's patches: 1.5x slower).
+        state, _ = lax.optimization_barrier((state, done))
+        # A conditional of its own, always taken: XLA fuses nothing across
+        # members (with LeNet's SGD step it did, and the second ran slower).
+        take = lambda s, k=k: step(s, data, k)
+        shapes = jax.eval_shape(take, state)[1]
+        skip = lambda s, shapes=shapes: (
+            s, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))
+        results.append(lax.cond(state.step >= 0, take, skip, state))
+        done = results[-1]
+      return tuple(r[0] for r in results), tuple(r[1] for r in results)
+
+    return members
+
+  def group(state, data):
+    count, epoch = state.step[0], state.perm_epoch[0]
+
+    def one(member, member_keys):
+      return step(member._replace(step=count, perm_epoch=epoch), data, member_keys)
+
+    return jax.vmap(one)(state, jnp.asarray(keys))
+
+  return group
 
 
 def skipped_updates(opt_state: Any, axes: Any) -> dict[str, jax.Array]:
