@@ -20,7 +20,7 @@ devices follow the same trajectory up to float reassociation. Elastic-SGD and
 Parle train ``--replicas`` copies (replica r from seed + r) on a replicas x
 devices mesh; ``--coordinator`` spans several processes (``jax.distributed``),
 process 0 writing the files. ``--seeds 0,1,2`` trains several seeds as one
-program (the step vmapped over a seed axis), seed n's records in WORKDIR/seed_n.
+program, seed n's records in WORKDIR/seed_n; ``--sweep lr=0.1,0.3`` a grid.
 
 Before each evaluation the BatchNorm statistics are re-estimated on the
 training set (train mode, dropout off, the mean of the per-batch statistics),
@@ -48,6 +48,7 @@ import input_pipeline
 import models
 import training
 import training.devices
+from training import sweeps
 from training.config import INPUT_SCALINGS, OPTIMIZERS, PARAM_INITS, SPMD, flag
 from training.settings import BATCH_SIZE, EVAL_EVERY, MOMENTUM, PARAM_INIT
 
@@ -79,13 +80,6 @@ OPTIMIZER_FLAGS = {
     "rho_max": (float, None, "ceiling of rho as --scoping grows it"),
     "gamma_max": (float, None, "ceiling of gamma as --scoping grows it"),
 }
-
-
-def _seed_list(text: str) -> list[int]:
-  try:
-    return [int(s) for s in text.split(",")]
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"{text!r}: want integers and commas, e.g. 0,1,2") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,9 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
       help=f"L2 coefficient: inside the inner loop where there is one, else on the outer "
            f"step ({RECIPE})")
   add("--seed", type=int, help="of the initialisation, data order, dropout, noise (default: 0)")
-  add("--seeds", type=_seed_list, metavar="S,S,...",
-      help="train several seeds as one compiled program (the step vmapped over a seed axis); "
-           "seed n's records go to WORKDIR/seed_n as a --seed n run's (default: one, --seed)")
+  add("--seeds", type=sweeps.seed_list, metavar="S,S,...",
+      help="train several seeds as one compiled program; seed n's records go to "
+           "WORKDIR/seed_n as a --seed n run's (default: one, --seed)")
+  add("--sweep", type=sweeps.sweep_axis, action="append", metavar="NAME=V,V,...",
+      help="train the grid of these values (repeat for more settings: every combination, "
+           "with each of --seeds) as one program, point p in WORKDIR/p, e.g. lr=0.1,0.3 "
+           "(default: none)")
   add("--data-dir", metavar="DIR",
       help="mnistfc, lenet: a directory of the four IDX files or 'tfds:mnist' (default: the "
            "bundled MNIST); allcnn: a cifar-10-batches-bin directory or 'tfds:cifar10' "
@@ -185,20 +183,6 @@ def _add_process_flags(parser: argparse.ArgumentParser) -> None:
                               "dead and the others stop (default: %(default)s)")
 
 
-def _diagnose(parser: argparse.ArgumentParser, workdir: str | None) -> int:
-  from training import diagnose  # noqa: PLC0415: only this command needs it
-
-  if workdir is None:
-    parser.error("--diagnose needs --workdir (the finished run to measure)")
-  try:
-    record = diagnose.diagnose(workdir)
-  except (training.ConfigError, input_pipeline.DataError) as e:
-    parser.error(str(e))
-  keys = ("model", "optimizer", "seed", "step", "top_eigenvalues", "trace", "diagonal")
-  print(json.dumps({k: record[k] for k in keys}), flush=True)
-  return 0
-
-
 # The flags of a multi-process run: they go to jax.distributed, not to the config.
 PROCESS_FLAGS = ("coordinator", "num_processes", "process_id", "heartbeat_timeout")
 
@@ -210,24 +194,30 @@ def main(argv: Sequence[str] | None = None) -> int:
   workdir = args.pop("workdir")
   processes = {k: args.pop(k) for k in PROCESS_FLAGS}
   if args.pop("diagnose"):
-    return _diagnose(parser, workdir)
+    from training import diagnose  # noqa: PLC0415: only this command needs it
+
+    return diagnose.command(parser, workdir)
   try:
     training.devices.join_processes(**processes, workdir=workdir)
   except ValueError as e:
     parser.error(str(e))
-  seeds = args.pop("seeds")
+  seeds, axes = args.pop("seeds"), args.pop("sweep")
   if seeds is not None and args["seed"] is not None:
     parser.error("--seed and --seeds: give one of them")
   if workdir is None:
     if args["resume"]:
       parser.error("--resume needs --workdir (the run to continue)")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = f"seeds{','.join(map(str, seeds))}" if seeds else f"seed{args['seed'] or 0}"
+    name = ("sweep" if axes else f"seeds{','.join(map(str, seeds))}" if seeds
+            else f"seed{args['seed'] or 0}")
     workdir = f"runs/{args['model']}-{args['optimizer']}-{name}-{stamp}-{os.getpid()}"
   try:
-    config = training.build_config(**args)
-    results = ([training.train_and_evaluate(config, workdir)] if seeds is None
-               else training.train_seeds(config, seeds, workdir))
+    if axes:
+      results = training.train_group(*sweeps.grid(args, axes, seeds, workdir))
+    elif seeds is not None:
+      results = training.train_seeds(training.build_config(**args), seeds, workdir)
+    else:
+      results = [training.train_and_evaluate(training.build_config(**args), workdir)]
   except (training.ConfigError, input_pipeline.DataError) as e:
     parser.error(str(e))
   except training.TrainingDiverged as e:

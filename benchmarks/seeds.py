@@ -27,6 +27,7 @@ Run: taskset -c 1 python benchmarks/seeds.py [--rounds 5] [--out benchmarks/reco
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -51,7 +52,8 @@ class Updates:
 
   def __init__(self, model, optimizer, dataset, scaling, seeds, vmap=None):
     config = training.build_config(model=model, optimizer=optimizer, devices=1)
-    self.program = loop.build_program(config, dataset, scaling, seeds, vmap)
+    members = None if seeds is None else [dataclasses.replace(config, seed=s) for s in seeds]
+    self.program = loop.build_program(config, dataset, scaling, members, vmap)
     self.state = self.program.parallel.put(self.program.state)
     start = time.perf_counter()
     self.step()

@@ -58,7 +58,8 @@ def test_the_seeds_draw_their_permutation_once_an_epoch(tiny, mnist_dir):
 
   config = tiny(optimizer="sgd")
   dataset, scaling = input_pipeline.load(mnist_dir, "centered", 0)
-  program = loop.build_program(config, dataset, scaling, seeds=[0, 1], vmap=True)
+  members = [dataclasses.replace(config, seed=s) for s in (0, 1)]
+  program = loop.build_program(config, dataset, scaling, members, vmap=True)
   state = program.parallel.put_state(program.state)
   hlo = program.train_step.lower(state, program.data).compile().as_text()
   assert "conditional(" in hlo
@@ -116,7 +117,7 @@ def test_a_seed_that_cannot_resume_with_the_others_is_left_out(tiny, tmp_path, c
   assert [r["step"] for r in results[0].history] == [0, 4, 8]
   err = capsys.readouterr().err
   assert f"{tmp_path / 'seed_2'}: left out, its newest checkpoint is at update 0" in err
-  assert f"train.py --seed 2 --workdir {tmp_path / 'seed_2'} --resume" in err
+  assert f"train.py --workdir {tmp_path / 'seed_2'} --resume and the flags" in err
   assert not (tmp_path / "seed_2").exists()
 
 
@@ -152,3 +153,60 @@ def test_train_py_refuses_bad_seeds(argv, message, mnist_dir, tmp_path, capsys):
                 str(tmp_path / "run")])
   assert exit_info.value.code == 2 and message in capsys.readouterr().err
   assert not (tmp_path / "run").exists()
+
+
+def test_each_point_of_a_sweep_is_its_run_alone(tiny, fast, tmp_path):
+  configs = [tiny(optimizer="entropy-sgd", effective_epochs=0.5, eval_every=0.25, lr=lr,
+                  gamma=gamma, **fast["entropy-sgd"]) for lr, gamma in ((0.05, 0.03), (0.2, 1.0))]
+  group = training.train_group(configs, [tmp_path / "a", tmp_path / "b"])
+  for config, result, name in zip(configs, group, "ab"):
+    alone = training.train_and_evaluate(config, tmp_path / f"alone_{name}")
+    np.testing.assert_allclose(_curve(result.history), _curve(alone.history), rtol=1e-5)
+    assert (tmp_path / name / "config.json").read_text() == \
+        (tmp_path / f"alone_{name}" / "config.json").read_text()
+  assert group[0].history[-1]["lr"] == 0.05 and group[1].history[-1]["lr"] == 0.2
+  assert _curve(group[0].history)[-1, 0] != _curve(group[1].history)[-1, 0]
+
+
+def test_train_py_sweeps_a_grid_with_seeds(mnist_dir, tmp_path, capsys):
+  flags = ["--optimizer", "sgd", "--batch-size", "16", "--data-dir", mnist_dir, "--devices", "1",
+           "--effective-epochs", "0.125", "--input-scaling", "centered", "--no-progress"]
+  assert train.main([*flags, "--sweep", "lr=0.05,0.2", "--sweep", "weight-decay=0,1e-3",
+                     "--seeds", "0,1", "--workdir", str(tmp_path)]) == 0
+  summaries = [json.loads(line) for line in capsys.readouterr().out.splitlines()[-8:]]
+  points = ["lr=0.05,weight-decay=0", "lr=0.05,weight-decay=0.001", "lr=0.2,weight-decay=0",
+            "lr=0.2,weight-decay=0.001"]
+  assert [s["workdir"] for s in summaries] == [str(tmp_path / p / f"seed_{s}")
+                                               for p in points for s in (0, 1)]
+  saved = json.loads((tmp_path / points[3] / "seed_1" / "config.json").read_text())
+  assert (saved["lr"], saved["weight_decay"], saved["seed"]) == (0.2, 1e-3, 1)
+  assert saved["lr_schedule"][0] == [60.0, pytest.approx(0.04)]  # the default follows the lr
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--sweep", "inner-steps=2,3"], "sweep one of lr, momentum, weight-decay, gamma"),
+    (["--sweep", "lr=0.1,x"], "want NAME=V,V,... with numbers"),
+    (["--sweep", "lr=0.1,-1"], "--sweep point lr=-1: --lr -1.0: must be > 0"),
+    (["--sweep", "lr=0.1", "--sweep", "lr=0.2"], "--sweep lr: swept twice"),
+    (["--sweep", "lr=0.1,0.2", "--lr", "0.3"], "--lr and --sweep lr: give one")])
+def test_train_py_refuses_bad_sweeps(argv, message, mnist_dir, tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    train.main([*argv, "--data-dir", mnist_dir, "--devices", "1", "--workdir",
+                str(tmp_path / "run")])
+  assert exit_info.value.code == 2 and message in capsys.readouterr().err
+  assert not (tmp_path / "run").exists()
+
+
+def test_runs_that_cannot_share_a_program_are_refused(tiny, tmp_path):
+  sgd = lambda **flags: tiny(optimizer="sgd", **flags)
+  with pytest.raises(training.ConfigError, match="--batch-size 16 and 32: runs of one program"):
+    training.train_group([sgd(), sgd(batch_size=32)], [tmp_path / "a", tmp_path / "b"])
+  with pytest.raises(training.ConfigError, match="change the lr at the same effective epochs"):
+    training.train_group([sgd(lr_schedule="1:0.1"), sgd(lr_schedule="2:0.1")],
+                         [tmp_path / "a", tmp_path / "b"])
+  with pytest.raises(training.ConfigError, match="one optimizer"):
+    training.train_group([sgd(lr=0.1), sgd(lr=0.2)], [tmp_path / "a", tmp_path / "b"],
+                         vmap=True)
+  with pytest.raises(training.ConfigError, match="one workdir per run"):
+    training.train_group([sgd(), sgd(seed=1)], [tmp_path / "a", tmp_path / "a"])
+  assert not any(tmp_path.iterdir())

@@ -15,7 +15,7 @@ import training
 def test_no_flags_means_the_papers_mnistfc_entropy_sgd_run():
   args = vars(train.build_parser().parse_args([]))
   assert args.pop("workdir") is None and args.pop("diagnose") is False
-  assert args.pop("seeds") is None  # one seed, --seed's
+  assert args.pop("seeds") is None and args.pop("sweep") is None  # one run
   processes = {k: args.pop(k) for k in train.PROCESS_FLAGS}
   assert processes == {"coordinator": None, "num_processes": None, "process_id": None,
                        "heartbeat_timeout": 100}  # one process

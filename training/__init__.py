@@ -12,16 +12,16 @@ One module per concern, each read on its own:
   watch that stops them when one dies;
 * :mod:`training.checkpoints`: orbax checkpoints, resume checks, data fingerprint;
 * :mod:`training.metrics`: ``metrics.jsonl``, the progress bar, the NaN stop;
-* :mod:`training.loop`: :func:`train_and_evaluate`, and :func:`train_seeds` for several
-  seeds as one compiled program.
+* :mod:`training.loop`: :func:`train_and_evaluate`, and :func:`train_group` /
+  :func:`train_seeds` for several runs (seeds, a sweep) as one compiled program.
 
 ``train.py`` beside this package is the command line over it;
 ``input_pipeline.py`` owns the datasets and ``models/`` the networks.
 """
 
 from training.config import Config, ConfigError, build_config
-from training.loop import TrainingResult, train_and_evaluate, train_seeds
+from training.loop import TrainingResult, train_and_evaluate, train_group, train_seeds
 from training.metrics import TrainingDiverged
 
 __all__ = ["Config", "ConfigError", "TrainingDiverged", "TrainingResult", "build_config",
-           "train_and_evaluate", "train_seeds"]
+           "train_and_evaluate", "train_group", "train_seeds"]

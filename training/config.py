@@ -281,6 +281,31 @@ _INTEGERS = {"batch_size": 1, "seed": 0, "devices": 1, "inner_steps": 1, "sample
              "unroll": 1, "validation_split": 0, "replicas": 1}
 
 
+# Settings that runs of one program (train.py --seeds, --sweep) may differ in:
+# the seed and the float hyper-parameters, which change no shape, loop length,
+# budget or evaluation step (the lr schedule's values, not its epochs).
+SWEEPABLE = ("seed", "lr_schedule",
+             *(n for n in _NUMBERS if n not in ("effective_epochs", "eval_every")))
+
+
+def check_one_program(configs: Sequence["Config"]) -> None:
+  """Raises ConfigError unless ``configs`` differ only in :data:`SWEEPABLE` settings
+  (their updates, evaluations and shapes the same), naming the first difference."""
+  first = configs[0].flags()
+  for config in configs[1:]:
+    flags = config.flags()
+    for name in first:
+      if name == "lr_schedule":
+        epochs = lambda f: [epoch for epoch, _ in f["lr_schedule"]]
+        if epochs(first) != epochs(flags):
+          raise ConfigError(f"--lr-schedule: runs of one program change the lr at the same "
+                            f"effective epochs, not {epochs(first)} and {epochs(flags)}")
+      elif name not in SWEEPABLE and first[name] != flags[name]:
+        raise ConfigError(f"{flag(name)} {first[name]!r} and {flags[name]!r}: runs of one "
+                          "program may differ only in the seed and float hyper-parameters "
+                          f"({', '.join(flag(n) for n in SWEEPABLE if n != 'lr_schedule')})")
+
+
 def _refuse(name: str, value: Any, want: str) -> None:
   raise ConfigError(f"{flag(name)} {value!r}: must be {want}")
 

@@ -11,6 +11,7 @@ its spectral density, the local entropy over a range of gamma and the
 perturbation-sharpness curve, each with the settings that produced it.
 """
 
+import argparse
 import dataclasses
 import json
 import pathlib
@@ -163,3 +164,16 @@ def diagnose(workdir: str | pathlib.Path, settings: Settings = Settings()) -> di
             **measure(loss_fn, params, batches, settings)}
   write_atomic(workdir / "diagnostics.json", json.dumps(record, indent=1) + "\n")
   return record
+
+
+def command(parser: argparse.ArgumentParser, workdir: str | None) -> int:
+  """``train.py --workdir W --diagnose``: measures W, prints the main figures as JSON."""
+  if workdir is None:
+    parser.error("--diagnose needs --workdir (the finished run to measure)")
+  try:
+    record = diagnose(workdir)
+  except (ConfigError, input_pipeline.DataError) as e:
+    parser.error(str(e))
+  keys = ("model", "optimizer", "seed", "step", "top_eigenvalues", "trace", "diagonal")
+  print(json.dumps({k: record[k] for k in keys}), flush=True)
+  return 0

@@ -1,5 +1,5 @@
 """``train_and_evaluate``: one run, from a config to its metrics and checkpoints;
-``train_seeds``: several seeds of it as one compiled program."""
+``train_group`` and ``train_seeds``: several runs (seeds, a sweep) as one compiled program."""
 
 import contextlib
 import dataclasses
@@ -19,7 +19,7 @@ import input_pipeline
 import models
 from training import checkpoints, devices, optimizers, settings, steps
 from training.checkpoints import Checkpointer
-from training.config import REPLICATED, Budget, Config, ConfigError
+from training.config import REPLICATED, Budget, Config, ConfigError, check_one_program
 from training.metrics import MetricsWriter, TrainingDiverged, write_atomic
 
 
@@ -69,21 +69,33 @@ class Program(NamedTuple):
                         *trees)
 
 
+def _check_vmap(configs: Sequence[Config], vmap: bool | None) -> bool:
+  """Whether ``configs`` differ only in the seed; raises ConfigError if not and ``vmap``."""
+  seeds_only = all(dataclasses.replace(c, seed=0) == dataclasses.replace(configs[0], seed=0)
+                   for c in configs)
+  if vmap and not seeds_only:
+    raise ConfigError("runs that differ in more than the seed run as one copy of the step "
+                      "each (vmap=False): a vmapped step has one optimizer")
+  return seeds_only
+
+
 def build_program(config: Config, dataset: input_pipeline.Dataset,
-                  scaling: input_pipeline.Scaling, seeds: Sequence[int] | None = None,
+                  scaling: input_pipeline.Scaling, members: Sequence[Config] | None = None,
                   vmap: bool | None = None) -> Program:
   """The initial state, the data on the devices and the step and evaluation.
 
-  ``seeds``: train ``config`` with each of these seeds as one program
-  (``None``: ``config`` alone), the step and evaluation ``jax.vmap``-ed over
-  a member axis if ``vmap``, else one copy of them per seed
-  (:func:`training.steps.over_members`). ``vmap=None``: vmap but on a CPU.
+  ``members``: train these configs (``config`` and others that differ from it
+  only in :data:`training.config.SWEEPABLE` settings) as one program
+  (``None``: ``config`` alone): the step and evaluation ``jax.vmap``-ed over
+  a member axis if ``vmap`` (members that differ only in the seed), else one
+  copy of them per member (:func:`training.steps.over_members`).
+  ``vmap=None``: vmap where the members allow it, but on a CPU.
   """
   num_train = dataset.train_images.shape[0]
   model = models.create(config.model, axis_name=devices.AXIS, param_init=config.param_init)
   updates_per_epoch = config.updates_per_epoch(num_train)
   init = jax.jit(model.init, static_argnames="train")  # eager init is slow (2-3 s)
-  runs = [config] if seeds is None else [dataclasses.replace(config, seed=s) for s in seeds]
+  runs = [config] if members is None else list(members)
   replicated = isinstance(config.optimizer, REPLICATED)
 
   def initial_state(run: Config) -> tuple[steps.TrainState, optax.GradientTransformation]:
@@ -119,20 +131,24 @@ def build_program(config: Config, dataset: input_pipeline.Dataset,
       dataset.train_images, dataset.train_labels.astype(np.int32),
       padded(dataset.test_images), padded(dataset.test_labels.astype(np.int32)),
       padded(np.ones(n_test, np.float32))))
-  step = steps.make_train_step(model, txs[0], config, num_train, scaling)
+  train_steps = [steps.make_train_step(model, tx, run, num_train, scaling)
+                 for tx, run in zip(txs, runs)]
   evaluate = steps.make_evaluate(model, config, num_train, scaling, eval_batch)
   keys = [steps.seed_keys(run) for run in runs]
-  if seeds is None:
-    return Program(parallel, states[0], data, parallel.map(lambda s, d: step(s, d, keys[0])),
+  if members is None:
+    return Program(parallel, states[0], data,
+                   parallel.map(lambda s, d: train_steps[0](s, d, keys[0])),
                    parallel.map(evaluate))
+  seeds_only = _check_vmap(runs, vmap)
   if vmap is None:
-    vmap = parallel.devices[0].platform != "cpu"
+    vmap = seeds_only and parallel.devices[0].platform != "cpu"
   if vmap:
+    step = steps.over_members(train_steps[0], np.stack(keys), vmap=True)
     evaluate_members = jax.vmap(evaluate, in_axes=(0, None))
   else:
+    step = steps.over_members(train_steps, np.stack(keys), vmap=False)
     evaluate_members = lambda states, data: tuple(zip(*[evaluate(s, data) for s in states]))
-  program = Program(parallel, states[0], data,
-                    parallel.map(steps.over_members(step, np.stack(keys), vmap)),
+  program = Program(parallel, states[0], data, parallel.map(step),
                     parallel.map(evaluate_members), layout="stacked" if vmap else "tuple",
                     member_axis=1 if replicated else 0)
   return program._replace(state=program.stack(states))
@@ -165,8 +181,8 @@ def _config_json(flags: dict[str, Any]) -> str:
 class _Run:
   """One run of a program: its config, workdir, checkpoints and records."""
 
-  def __init__(self, config: Config, workdir: str | os.PathLike[str]):
-    self.config, self.workdir = config, pathlib.Path(workdir)
+  def __init__(self, config: Config, workdir: str | os.PathLike[str], label: str | None = None):
+    self.config, self.workdir, self.label = config, pathlib.Path(workdir), label
     if self.workdir.exists() and not self.workdir.is_dir():
       raise ConfigError(f"--workdir {self.workdir}: exists and is not a directory")
     self.checkpointer = Checkpointer(self.workdir)
@@ -210,8 +226,8 @@ def _common_step(runs: list[_Run]) -> tuple[list[_Run], list[str]]:
     return runs, []
   ahead = [r for r, s in zip(runs, latest) if s == max(latest)]
   notes = [f"{r.workdir}: left out, its newest checkpoint is at update {s}, the others' at "
-           f"{max(latest)}; continue it alone with train.py --seed {r.config.seed} --workdir "
-           f"{r.workdir} --resume (and the same flags)"
+           f"{max(latest)}; continue it alone with train.py --workdir {r.workdir} --resume "
+           f"and the flags of its config.json"
            for r, s in zip(runs, latest) if s != max(latest)]
   return ahead, notes
 
@@ -251,36 +267,60 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> Train
   """
   if not isinstance(config, Config):
     raise TypeError(f"config must be a training.Config from build_config, got {config!r}")
-  (result,) = _train(config, [_Run(config, workdir)], seeds=None, vmap=None)
+  (result,) = _train([_Run(config, workdir)], group=False, vmap=None)
   if "stopped" in result.summary:
     raise TrainingDiverged(result.summary["stopped"])
   return result
 
 
-def train_seeds(config: Config, seeds: Sequence[int], workdir: str | os.PathLike[str],
+def train_group(configs: Sequence[Config], workdirs: Sequence[str | os.PathLike[str]],
+                labels: Sequence[str] | None = None,
                 vmap: bool | None = None) -> list[TrainingResult]:
-  """Trains ``config`` with each of ``seeds`` as one compiled program.
+  """Trains ``configs`` as one compiled program, each into its own workdir.
 
-  The training state of every seed (parameters, optimizer state, its own
-  minibatch order, dropout and noise) is carried along a leading seed axis
-  and the step is ``jax.vmap``-ed over it, inside the data-parallel map over
-  devices (and replicas); with ``vmap=False`` (the default on a CPU, where
-  it is faster: :func:`training.steps.over_members`) the program holds one
-  copy of the step per seed instead. Seed n's records go to ``workdir/seed_<n>`` in the
-  layout of :func:`train_and_evaluate` (``config.json`` says ``"seed": n``),
-  with the same numbers as ``train_and_evaluate`` of that seed alone up to
-  float reassociation. A seed whose loss becomes NaN or Inf stops alone: its
-  records and checkpoints end there, its summary says why (``"stopped"``),
-  and the others go on. ``config.run.resume`` continues every seed from its
-  newest checkpoint (see :func:`_common_step` for seeds that stopped apart).
+  The configs may differ only in the seed and float hyper-parameters
+  (:data:`training.config.SWEEPABLE`: the same updates, evaluations and
+  shapes). Each run keeps its own parameters, optimizer state, minibatch
+  order, dropout and noise, and ends with the numbers of
+  :func:`train_and_evaluate` of its config alone up to float
+  reassociation, its records in its workdir in the same layout. On a CPU
+  (``vmap=False``) the program holds one copy of the step per run, one after
+  another; ``vmap=True`` (the default elsewhere, for runs that differ only
+  in the seed) stacks the runs' states and ``jax.vmap``-s one step over them
+  (:func:`training.steps.over_members`). A run whose loss becomes NaN or Inf
+  stops alone: its records and checkpoints end there, its summary says why
+  (``"stopped"``), and the others go on. With ``resume``, every run
+  continues from its newest checkpoint (see :func:`_common_step` for runs
+  that stopped apart). ``labels`` name the runs' progress bars.
 
   Returns:
-    One :class:`TrainingResult` per seed that trained, in the order of ``seeds``.
+    One :class:`TrainingResult` per run that trained, in the order given.
+
+  Raises:
+    ConfigError: configs that cannot share a program, repeated workdirs, and
+      everything :func:`train_and_evaluate` raises but
+      :class:`TrainingDiverged`.
+  """
+  configs = list(configs)
+  if not configs or not all(isinstance(c, Config) for c in configs):
+    raise TypeError(f"configs must be training.Configs from build_config, got {configs!r}")
+  if len(workdirs) != len(configs) or len(set(map(str, workdirs))) != len(configs):
+    raise ConfigError(f"one workdir per run, each its own: got {list(map(str, workdirs))}")
+  check_one_program(configs)
+  _check_vmap(configs, vmap)
+  runs = [_Run(c, w, None if labels is None else labels[i])
+          for i, (c, w) in enumerate(zip(configs, workdirs))]
+  return _train(runs, group=True, vmap=vmap)
+
+
+def train_seeds(config: Config, seeds: Sequence[int], workdir: str | os.PathLike[str],
+                vmap: bool | None = None) -> list[TrainingResult]:
+  """Trains ``config`` with each of ``seeds`` as one compiled program
+  (:func:`train_group`), seed n's records in ``workdir/seed_<n>``.
 
   Raises:
     ConfigError: bad ``seeds`` (empty, repeated, negative or too large for
-      the replicas), and everything :func:`train_and_evaluate` raises but
-      :class:`TrainingDiverged`.
+      the replicas), and what :func:`train_group` raises.
   """
   if not isinstance(config, Config):
     raise TypeError(f"config must be a training.Config from build_config, got {config!r}")
@@ -296,14 +336,14 @@ def train_seeds(config: Config, seeds: Sequence[int], workdir: str | os.PathLike
   workdir = pathlib.Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise ConfigError(f"--workdir {workdir}: exists and is not a directory")
-  runs = [_Run(dataclasses.replace(config, seed=int(s)), workdir / f"seed_{s}") for s in seeds]
-  return _train(config, runs, seeds=[int(s) for s in seeds], vmap=vmap)
+  return train_group([dataclasses.replace(config, seed=int(s)) for s in seeds],
+                     [workdir / f"seed_{s}" for s in seeds], [f"seed {s}" for s in seeds],
+                     vmap=vmap)
 
 
-def _train(config: Config, runs: list[_Run], seeds: list[int] | None,
-           vmap: bool | None) -> list[TrainingResult]:
-  """The loop of :func:`train_and_evaluate` (``seeds`` None) and :func:`train_seeds`."""
-  start = time.perf_counter()
+def _train(runs: list[_Run], group: bool, vmap: bool | None) -> list[TrainingResult]:
+  """The loop of :func:`train_and_evaluate` and (``group``) :func:`train_group`."""
+  start, config = time.perf_counter(), runs[0].config
   dataset, scaling = input_pipeline.load(config.run.data_dir, config.input_scaling,
                                          config.validation_split)
   dataset.check(batch_size=config.batch_size, num_classes=10)
@@ -324,7 +364,7 @@ def _train(config: Config, runs: list[_Run], seeds: list[int] | None,
   for run in set(everyone) - set(runs):
     run.close()
   program = build_program(config, dataset, scaling,
-                          None if seeds is None else [r.config.seed for r in runs], vmap)
+                          [r.config for r in runs] if group else None, vmap)
   primary = jax.process_index() == 0  # the one process that writes files and output
   for note in notes if primary else []:
     print(f"train.py: {note}", file=sys.stderr, flush=True)
@@ -338,8 +378,7 @@ def _train(config: Config, runs: list[_Run], seeds: list[int] | None,
     run.metrics = MetricsWriter(
         run.workdir / "metrics.jsonl", [] if run.saved is None else run.saved.history, budget,
         config.backprops_per_update, step, config.run.progress, primary,
-        label=None if seeds is None else f"seed {run.config.seed}",
-        position=None if seeds is None else i)
+        label=run.label, position=i if group else None)
   lrs = [optimizers.lr_schedule(r.config, budget.updates_per_epoch) for r in runs]
   par, n_test = program.parallel, dataset.test_images.shape[0]
   device_state = par.put_state(state)

@@ -7,7 +7,7 @@ n takes columns ``d * B/n ...`` of it, so 1 and n devices see the same
 examples in the same order.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -167,17 +167,18 @@ def make_train_step(
   return step
 
 
-def over_members(step: TrainStep, keys: np.ndarray, vmap: bool = True
+def over_members(step: TrainStep | Sequence[TrainStep], keys: np.ndarray, vmap: bool = True
                  ) -> Callable[[Any, DeviceData], tuple[Any, Any]]:
-  """``step`` over several runs (seeds) in one program, ``keys``
-  uint32[members, replicas, 2] their seed keys.
+  """The steps of several runs (seeds, hyper-parameters) as one program,
+  ``keys`` uint32[members, replicas, 2] their seed keys.
 
-  ``vmap``: the members' states are stacked along a leading axis and the step
-  is ``jax.vmap``-ed over it, which an accelerator runs as wider kernels.
-  Otherwise the state is a tuple of the members' states and the program holds
-  one copy of the step per member, each compiled as a run of its own (on a
-  CPU a batched weight gradient comes out of its matmul transposed, and the
-  update then reads it across the cache lines: 1.6x slower for SGD).
+  ``vmap``: the members' states are stacked along a leading axis and ``step``
+  (one for all) is ``jax.vmap``-ed over it, which an accelerator runs as
+  wider kernels. Otherwise the state is a tuple of the members' states and
+  ``step`` a sequence, member i's step: the program holds each, compiled as
+  a run of its own and run one after another (on a CPU a batched weight
+  gradient comes out of its matmul transposed, and the update then reads it
+  across the cache lines: 1.6x slower for SGD).
   The members move in lockstep, so their update count and the epoch of their
   cached permutation are one number, taken from member 0 outside the vmap:
   the once-an-epoch permutation stays a ``lax.cond`` (with a batched
@@ -188,13 +189,13 @@ def over_members(step: TrainStep, keys: np.ndarray, vmap: bool = True
   if not vmap:
     def members(states, data):
       results, done = [], ()
-      for state, k in zip(states, keys):
+      for state, k, step_i in zip(states, keys, step):
         # One member after another: run side by side, their working sets
         # evict each other's from the cache (LeNet's patches: 1.5x slower).
         state, _ = lax.optimization_barrier((state, done))
         # A conditional of its own, always taken: XLA fuses nothing across
         # members (with LeNet's SGD step it did, and the second ran slower).
-        take = lambda s, k=k: step(s, data, k)
+        take = lambda s, k=k, step_i=step_i: step_i(s, data, k)
         shapes = jax.eval_shape(take, state)[1]
         skip = lambda s, shapes=shapes: (
             s, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))
