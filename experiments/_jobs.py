@@ -27,6 +27,9 @@ class Job(NamedTuple):
   name: str
   flags: list[str]  # train.py flags, without --workdir and --resume
   workdir: pathlib.Path
+  # A program of several runs (train.py --seeds / --sweep): each run's name and
+  # workdir, under ``workdir``; each is reported to ``on_done`` as a job of its own.
+  members: tuple[tuple[str, pathlib.Path], ...] = ()
 
 
 class Finished(NamedTuple):
@@ -81,13 +84,50 @@ def run(jobs: Sequence[Job], cores: Sequence[int], on_done: Callable[[Finished],
         continue
       del running[core]
       stdout, stderr = process.communicate()
-      diverged = process.returncode == 1 and "loss is" in stderr
-      if process.returncode and not diverged:
+      try:
+        finished = _finished(job, process.returncode, stdout, stderr, began)
+      except _Failed as e:
         for _, other, _ in running.values():
           other.terminate()
-        sys.exit(f"{job.name}: train.py failed:\n{stderr[-2000:]}")
-      metrics = job.workdir / "metrics.jsonl"
-      curve = [json.loads(line) for line in metrics.read_text().splitlines()]
-      on_done(Finished(job, None if diverged else json.loads(stdout.splitlines()[-1]),
-                       stderr.strip()[-300:] if diverged else "", curve,
-                       round(time.perf_counter() - began, 1)))
+        sys.exit(str(e))
+      for done in finished:
+        on_done(done)
+
+
+class _Failed(Exception):
+  pass
+
+
+def _fail(name: str, stderr: str) -> None:
+  raise _Failed(f"{name}: train.py failed:\n{stderr[-2000:]}")
+
+
+def _finished(job: Job, returncode: int, stdout: str, stderr: str,
+              began: float) -> list[Finished]:
+  """What a train.py process that ended leaves: one Finished per run (a job
+  of several runs, one per member). A run that stopped with NaN or Inf
+  (train.py's exit status 1 and its message) is a result; any other failure
+  stops the script with its stderr, and the other running jobs with it."""
+  wall_s = round(time.perf_counter() - began, 1)
+  curve = lambda workdir: [json.loads(line)
+                           for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  if not job.members:
+    diverged = returncode == 1 and "loss is" in stderr
+    if returncode and not diverged:
+      _fail(job.name, stderr)
+    return [Finished(job, None if diverged else json.loads(stdout.splitlines()[-1]),
+                     stderr.strip()[-300:] if diverged else "", curve(job.workdir), wall_s)]
+  summaries = {}
+  for line in stdout.splitlines():
+    if line.startswith("{"):
+      summary = json.loads(line)
+      summaries[summary["workdir"]] = summary
+  if returncode not in (0, 1) or any(str(w) not in summaries for _, w in job.members):
+    _fail(job.name, stderr)
+  out = []
+  for name, workdir in job.members:
+    summary = summaries[str(workdir)]
+    stopped = summary.get("stopped", "")
+    out.append(Finished(Job(name, job.flags, workdir), None if stopped else summary,
+                        stopped[-300:], curve(workdir), wall_s))
+  return out

@@ -1,5 +1,6 @@
 """experiments/tuning/tune.py: the trials it plans and the setting it chooses."""
 
+import json
 import math
 import re
 
@@ -79,10 +80,61 @@ def test_main_refuses_zero_seeds(tune, capsys):
   assert "--seeds 0: want >= 1" in capsys.readouterr().err
 
 
-def test_flags_after_the_separator_go_to_every_trial(tune, tmp_path, monkeypatch):
+def test_a_cell_is_one_sweep_and_flags_after_the_separator_go_to_it(tune, tmp_path,
+                                                                    monkeypatch):
   ran = []
   monkeypatch.setattr(tune._jobs, "run", lambda jobs, cores, on_done: ran.extend(jobs))
-  tune.main(["--models", "lenet", "--optimizers", "sgd", "--out", str(tmp_path / "t.json"),
-             "--", "--param-init", "flax"])
-  assert len(ran) == 3 and all(j.flags[-2:] == ["--param-init", "flax"] for j in ran)
-  assert ran[0].flags[:4] == ["--model", "lenet", "--optimizer", "sgd"]
+  tune.main(["--models", "lenet", "--optimizers", "sgd", "entropy-sgd", "--seeds", "2",
+             "--out", str(tmp_path / "t.json"), "--runs", str(tmp_path / "runs"), "--",
+             "--param-init", "flax"])
+  assert [j.name for j in ran] == ["lenet-entropy-sgd", "lenet-sgd"]
+  esgd = ran[0]
+  assert esgd.flags[:4] == ["--model", "lenet", "--optimizer", "entropy-sgd"]
+  assert esgd.flags[-2:] == ["--param-init", "flax"]
+  gamma = tune.settings.defaults("lenet", "entropy-sgd")["gamma"]  # GRID's None
+  sweeps = [esgd.flags[i + 1] for i, f in enumerate(esgd.flags) if f == "--sweep"]
+  assert sweeps == ["lr=0.1,0.3", f"gamma={gamma!r},0.01"]
+  assert esgd.flags[esgd.flags.index("--seeds") + 1] == "0,1"
+  cell = tmp_path / "runs" / "lenet-entropy-sgd"
+  assert esgd.workdir == cell and esgd.members[:3] == (
+      ("lenet-entropy-sgd-lr0.1", cell / f"lr=0.1,gamma={gamma:g}" / "seed_0"),
+      ("lenet-entropy-sgd-lr0.1-seed1", cell / f"lr=0.1,gamma={gamma:g}" / "seed_1"),
+      ("lenet-entropy-sgd-lr0.1-gamma0.01", cell / "lr=0.1,gamma=0.01" / "seed_0"))
+  assert len(esgd.members) == 8
+
+
+def test_a_cell_trains_as_one_program_and_records_every_trial(tune, mnist_dir, tmp_path,
+                                                             monkeypatch):
+  monkeypatch.setattr(tune, "VALIDATION", 56)
+  monkeypatch.setitem(tune.GRID, "sgd", {"lr": [0.1, 0.03]})
+  out = tmp_path / "t.json"
+  tune.main(["--models", "mnistfc", "--optimizers", "sgd", "--budget", "0.25", "--out",
+             str(out), "--runs", str(tmp_path / "runs"), "--", "--data-dir", mnist_dir,
+             "--batch-size", "16", "--input-scaling", "centered"])
+  result = json.loads(out.read_text())
+  trials = result["trials"]
+  assert sorted(trials) == ["mnistfc-sgd-lr0.03", "mnistfc-sgd-lr0.1"]
+  for name, lr in (("mnistfc-sgd-lr0.1", 0.1), ("mnistfc-sgd-lr0.03", 0.03)):
+    workdir = tmp_path / "runs" / "mnistfc-sgd" / f"lr={lr:g}" / "seed_0"
+    curve = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert trials[name]["val_error"] == curve[-1]["val_error"] and not trials[name]["diverged"]
+    assert trials[name]["flags"] == {"lr": lr} and curve[-1]["lr"] == lr
+  assert result["chosen"]["mnistfc/sgd"]["trial"] in trials
+
+
+def test_a_stopped_member_is_a_result_and_a_missing_one_a_failure(tune, tmp_path):
+  # _jobs reads a program of several runs: one Finished per member, a NaN stop
+  # (train.py's "stopped") a result without summary.
+  members = (("a", tmp_path / "p=1" / "seed_0"), ("b", tmp_path / "p=2" / "seed_0"))
+  for _, workdir in members:
+    workdir.mkdir(parents=True)
+    (workdir / "metrics.jsonl").write_text(json.dumps({"step": 0, "val_error": 90.0}) + "\n")
+  job = tune._jobs.Job("cell", [], tmp_path, members)
+  lines = [json.dumps({"workdir": str(members[0][1]), "val_error": 1.5}),
+           json.dumps({"workdir": str(members[1][1]), "stopped": "loss is nan at update 3"})]
+  a, b = tune._jobs._finished(job, 1, "\n".join(["progress", *lines]), "", 0.0)
+  assert (a.job.name, a.summary["val_error"], a.error) == ("a", 1.5, "")
+  assert (b.job.name, b.summary, b.error) == ("b", None, "loss is nan at update 3")
+  assert b.job.workdir == members[1][1] and b.curve == [{"step": 0, "val_error": 90.0}]
+  with pytest.raises(tune._jobs._Failed, match="cell: train.py failed:\nboom"):
+    tune._jobs._finished(job, 1, lines[0], "boom", 0.0)

@@ -41,7 +41,8 @@ def sweep_axis(text: str) -> tuple[str, list[float]]:
   return name, numbers
 
 
-def _point_name(point: dict[str, float]) -> str:
+def point_name(point: dict[str, float]) -> str:
+  """A sweep point's folder name: ``lr=0.1,gamma=0.03``."""
   return ",".join(f"{name.replace('_', '-')}={value:g}" for name, value in point.items())
 
 
@@ -73,8 +74,8 @@ def grid(flags: dict[str, Any], axes: Sequence[tuple[str, list[float]]],
         configs.append(build_config(**{**flags, **point,
                                        **({} if seed is None else {"seed": seed})}))
       except ConfigError as e:
-        raise ConfigError(f"--sweep point {_point_name(point)}: {e}") from None
-      where = pathlib.Path(workdir) / _point_name(point)
+        raise ConfigError(f"--sweep point {point_name(point)}: {e}") from None
+      where = pathlib.Path(workdir) / point_name(point)
       workdirs.append(where if seed is None else where / f"seed_{seed}")
-      labels.append(_point_name(point) + ("" if seed is None else f" seed {seed}"))
+      labels.append(point_name(point) + ("" if seed is None else f" seed {seed}"))
   return configs, workdirs, labels

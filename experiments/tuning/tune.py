@@ -2,24 +2,28 @@
 
 For each Table-1 cell (model x optimizer) a small grid over the values left
 open (see GRID: the outer learning rate, gamma0, the fixed point's gamma,
-HEAT's sigma), everything else at train.py's defaults. Each trial is one
-``train.py`` run with ``--validation-split 10000``: it trains on the first
-50,000 training images and is scored on the last 10,000, so the test set is
-never looked at. A trial's budget is short (BUDGET effective epochs, the
-same for every cell of a model, before the first learning-rate decay at 60),
-one seed, one device: the search ranks settings by how well they train
-early, which is what it can afford on a 2-core CPU. The validation error of
-10,000 images has a standard error of about 0.1 % near 1 % error: every
-trial within one standard error of the best is as good, and the earliest of
-them in GRID order is chosen (the defaults come first).
+HEAT's sigma), everything else at train.py's defaults. A cell's trials are
+one ``train.py --sweep ... --seeds ...`` program (each trial a point of the
+grid and a seed, its records in its own workdir, as if it ran alone), with
+``--validation-split 10000``: each trains on the first 50,000 training
+images and is scored on the last 10,000, so the test set is never looked
+at. A trial's budget is short (BUDGET effective epochs, the same for every
+cell of a model, before the first learning-rate decay at 60), one device:
+the search ranks settings by how well they train early, which is what it
+can afford on a 2-core CPU. The validation error of 10,000 images has a
+standard error of about 0.1 % near 1 % error: every trial within one
+standard error of the best is as good, and the earliest of them in GRID
+order is chosen (the defaults come first).
 
-Every trial runs in its own workdir under ``runs/tuning/`` (git-ignored; the
-folder is named after ``--out``) and its record goes into
-``experiments/tuning/tuning.json`` as soon as it finishes, with the choice
-of every cell whose trials are all done. The script can be
-stopped at any moment and started again: finished trials are skipped, a
-half-done one continues with ``--resume``. ``--jobs 2`` runs two trials at
-once, each pinned to its own core with ``taskset``.
+The cells' programs run in workdirs under ``runs/tuning/`` (git-ignored;
+the folder is named after ``--out``, or ``--runs``), and every trial's
+record goes into ``experiments/tuning/tuning.json`` as soon as its cell
+finishes, with the choice of every cell whose trials are all done. The
+script can be stopped at any moment and started again: finished cells are
+skipped, a half-done one continues with ``--resume``. ``--jobs 2`` runs two
+cells at once, each pinned to its own core with ``taskset``. (The records
+of ``tuning.json`` ran before the sweeps, one process per trial: the same
+runs, one program each.)
 
 Train.py flags after ``--`` go to every trial (``-- --param-init flax``:
 the searches of the records ran from Flax's initialisation, train.py's
@@ -47,7 +51,9 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
+sys.path.insert(0, str(ROOT))
 import _jobs  # noqa: E402
+from training import settings, sweeps  # noqa: E402
 
 VALIDATION = 10_000
 BUDGET = {"mnistfc": 10.0, "lenet": 5.0}  # effective epochs per trial
@@ -66,6 +72,10 @@ GRID = {
 ORDER = ("entropy-sgd", "sgd", "hj-fixed-point", "heat-uniform", "hj", "heat")
 
 
+def _name(model, optimizer, flags):
+  return "-".join([model, optimizer, *(f"{k}{v:g}" for k, v in flags.items())])
+
+
 def trials(models, optimizers, seeds=1):
   """(name, model, optimizer, {flag: value}, seed) in the order they run.
 
@@ -77,7 +87,7 @@ def trials(models, optimizers, seeds=1):
       keys = list(GRID[optimizer])
       for values in itertools.product(*(GRID[optimizer][k] for k in keys)):
         flags = {k: v for k, v in zip(keys, values) if v is not None}
-        name = "-".join([model, optimizer, *(f"{k}{v:g}" for k, v in flags.items())])
+        name = _name(model, optimizer, flags)
         out += [(name + (f"-seed{seed}" if seed else ""), model, optimizer, flags, seed)
                 for seed in range(seeds)]
   return out
@@ -104,12 +114,27 @@ def parse_grid(items: list[str], optimizers: list[str]) -> dict[str, list[float]
   return grid
 
 
-def flags_of(model, optimizer, flags, seed=0):
-  args = ["--model", model, "--optimizer", optimizer, "--effective-epochs", str(BUDGET[model]),
-          "--validation-split", str(VALIDATION), "--seed", str(seed), "--devices", "1"]
-  for key, value in flags.items():
-    args += ["--" + key.replace("_", "-"), repr(value)]
-  return args
+def cell_job(model, optimizer, seeds, runs, extra=()):
+  """One train.py process for a cell: every setting of its grid with every
+  seed as one program (``--sweep``, ``--seeds``), each trial a member with its
+  own workdir under the cell's (``runs/MODEL-OPTIMIZER/POINT/seed_N``). A
+  grid value None is the cell's default, passed as its value."""
+  defaults = settings.defaults(model, optimizer)
+  keys = list(GRID[optimizer])
+  grid = {k: [defaults[k] if v is None else v for v in GRID[optimizer][k]] for k in keys}
+  flags = ["--model", model, "--optimizer", optimizer, "--effective-epochs", str(BUDGET[model]),
+           "--validation-split", str(VALIDATION), "--devices", "1",
+           "--seeds", ",".join(map(str, range(seeds))),
+           *(f for k in keys for f in ("--sweep", f"{k}={','.join(map(repr, grid[k]))}"))]
+  workdir = runs / f"{model}-{optimizer}"
+  members = []
+  for values, point in zip(itertools.product(*(GRID[optimizer][k] for k in keys)),
+                           itertools.product(*grid.values())):
+    name = _name(model, optimizer, {k: v for k, v in zip(keys, values) if v is not None})
+    where = workdir / sweeps.point_name(dict(zip(keys, point)))
+    members += [(name + (f"-seed{seed}" if seed else ""), where / f"seed_{seed}")
+                for seed in range(seeds)]
+  return _jobs.Job(f"{model}-{optimizer}", [*flags, *extra], workdir, tuple(members))
 
 
 def choose(records, all_trials):
@@ -168,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
                       help="the values to try for KEY instead of GRID's, for every optimizer "
                            "chosen (repeatable)")
   parser.add_argument("--seeds", type=int, default=1, help="seeds 0 .. N-1 for every setting")
+  parser.add_argument("--runs", metavar="DIR",
+                      help="where the cells' workdirs go (default: runs/ and --out's name)")
   args = parser.parse_args(ours)
   if args.seeds < 1:
     parser.error(f"--seeds {args.seeds}: want >= 1")
@@ -182,6 +209,9 @@ def main(argv: list[str] | None = None) -> None:
   records = result.get("trials", {})
   todo = pending(records, trials(args.models, args.optimizers, args.seeds))
   cells = {name: (model, optimizer, flags, seed) for name, model, optimizer, flags, seed in todo}
+  # One program per cell with a trial to do, its whole grid (a finished
+  # trial's record is kept as it was).
+  todo_cells = list(dict.fromkeys((model, optimizer) for _, model, optimizer, _, _ in todo))
 
   def save():
     result.update({
@@ -197,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
 
   def on_done(done):
     name = done.job.name
+    if name not in cells:  # finished before, in an earlier run of the cell's program
+      return
     model, optimizer, flags, seed = cells[name]
     if done.summary is None:
       print(f"{name}: stopped: {done.error}", flush=True)
@@ -215,8 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     print(name, records[name]["val_error"], flush=True)
 
   # Workdirs named after --out: a trial run of the script never resumes the real ones.
-  jobs = [_jobs.Job(name, [*flags_of(*cells[name]), *extra], ROOT / "runs" / out.stem / name)
-          for name, *_ in todo]
+  runs = pathlib.Path(args.runs) if args.runs else ROOT / "runs" / out.stem
+  jobs = [cell_job(model, optimizer, args.seeds, runs, extra) for model, optimizer in todo_cells]
   _jobs.run(jobs, cores, on_done)
   save()
 
