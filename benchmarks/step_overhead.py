@@ -38,7 +38,9 @@ optimizer of train.py with its default settings, this measures in one process:
 Medians over rounds that interleave the variants, so that drift on a shared
 machine hits them alike. Writes benchmarks/records/step_overhead.json.
 
-Run: python benchmarks/step_overhead.py [--rounds 5] [--out benchmarks/records/step_overhead.json]
+Run: taskset -c 1 python benchmarks/step_overhead.py [--rounds 7] [--out benchmarks/records/step_overhead.json]
+(the record: one core, as train.py's runs are pinned one per core; PyTorch
+then takes one thread too).
 """
 
 import argparse
@@ -309,8 +311,10 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-  parser.add_argument("--optimizers", nargs="+", default=list(config_lib.OPTIMIZERS),
-                      choices=list(config_lib.OPTIMIZERS))
+  # One device: the replicated optimizers (elastic-sgd, parle) are another
+  # program, experiments/parle_vs_entropy_sgd/parle_vs_entropy_sgd.py's.
+  single = [o for o, cls in config_lib.OPTIMIZERS.items() if cls not in config_lib.REPLICATED]
+  parser.add_argument("--optimizers", nargs="+", default=single, choices=single)
   parser.add_argument("--out", default="benchmarks/records/step_overhead.json")
   args = parser.parse_args()
   try:
