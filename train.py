@@ -227,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A collective whose peer died fails here: say which process died instead.
     training.devices.exit_if_a_process_died()
     raise
-  stopped = [r.summary["stopped"] for r in results if "stopped" in r.summary]
+  stopped = [r.summary.get("stopped") or r.summary["left_out"] for r in results
+             if {"stopped", "left_out"} & set(r.summary)]
   if jax.process_index() == 0:
     print(*(f"train.py: {message}\n" for message in stopped), sep="", end="", file=sys.stderr)
     for result in results:

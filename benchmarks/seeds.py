@@ -54,7 +54,7 @@ class Updates:
     config = training.build_config(model=model, optimizer=optimizer, devices=1)
     members = None if seeds is None else [dataclasses.replace(config, seed=s) for s in seeds]
     self.program = loop.build_program(config, dataset, scaling, members, vmap)
-    self.state = self.program.parallel.put(self.program.state)
+    self.state = self.program.parallel.put_state(self.program.state)
     start = time.perf_counter()
     self.step()
     self.compile_s = time.perf_counter() - start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import optax
 
 from entropix import _base
@@ -56,8 +57,9 @@ def scoping(
   if inner_lr is not None:
     _base.check("inner_lr", inner_lr, lambda v: v > 0, "> 0")
     if gamma1 > 0:  # a cap; a constant or shrinking gamma never reaches it
-      cap = max(gamma0, 1.0 / inner_lr)
-      end_value = cap if end_value is None else min(end_value, cap)
+      # jnp's max and min: gamma0 or inner_lr may be traced (a vmapped sweep).
+      cap = jnp.maximum(gamma0, 1.0 / inner_lr)
+      end_value = cap if end_value is None else jnp.minimum(end_value, cap)
   return optax.exponential_decay(
       init_value=gamma0,
       transition_steps=1,

@@ -86,6 +86,9 @@ def test_a_seed_whose_loss_is_nan_stops_alone(tiny, tmp_path, monkeypatch):
       sick.summary["stopped"]
   assert [r["step"] for r in sick.history] == [0] and sick.summary["updates"] == 0
   assert (tmp_path / "seed_5" / "metrics.jsonl").read_text().count("\n") == 1
+  # A resume leaves the stopped seed be: it says why in its workdir.
+  assert json.loads((tmp_path / "seed_5" / "stopped.json").read_text()) == \
+      {"stopped": sick.summary["stopped"]}
   monkeypatch.setattr(loop, "build_program", build)
   alone = training.train_and_evaluate(dataclasses.replace(config, seed=3), tmp_path / "alone")
   np.testing.assert_allclose(_curve(healthy.history), _curve(alone.history), rtol=1e-5)
@@ -108,16 +111,32 @@ def test_the_seeds_resume_to_the_metrics_of_an_uninterrupted_program(tiny, tmp_p
         (tmp_path / "whole" / f"seed_{got.summary['seed']}" / "metrics.jsonl").read_text()
 
 
+def test_a_resume_reports_finished_and_stopped_seeds_and_trains_a_new_one(tiny, tmp_path,
+                                                                         monkeypatch):
+  config = tiny(optimizer="sgd", effective_epochs=0.25, eval_every=0.125)
+  first = training.train_seeds(config, [0, 1], tmp_path)
+  (tmp_path / "seed_1" / "stopped.json").write_text(json.dumps({"stopped": "loss is nan"}))
+  resumed = dataclasses.replace(config, run=dataclasses.replace(config.run, resume=True))
+  results = training.train_seeds(resumed, [0, 1, 2], tmp_path)
+  assert results[0].history == first[0].history and results[0].state is None
+  assert "stopped" not in results[0].summary and results[0].summary["updates"] == 4
+  assert results[1].summary["stopped"] == "loss is nan" and results[1].state is None
+  assert [r["step"] for r in results[2].history] == [0, 2, 4]  # trained alone, from scratch
+  alone = training.train_and_evaluate(dataclasses.replace(config, seed=2), tmp_path / "alone")
+  np.testing.assert_allclose(_curve(results[2].history), _curve(alone.history), rtol=1e-5)
+
+
 def test_a_seed_that_cannot_resume_with_the_others_is_left_out(tiny, tmp_path, capsys):
   config = tiny(optimizer="sgd", effective_epochs=0.5, eval_every=0.25)
   training.train_seeds(dataclasses.replace(config, effective_epochs=0.25), [0, 1], tmp_path)
   resumed = dataclasses.replace(config, run=dataclasses.replace(config.run, resume=True))
   results = training.train_seeds(resumed, [0, 1, 2], tmp_path)  # seed 2 is new
-  assert [r.summary["seed"] for r in results] == [0, 1]
+  assert [r.summary["seed"] for r in results] == [0, 1, 2]
   assert [r["step"] for r in results[0].history] == [0, 4, 8]
-  err = capsys.readouterr().err
-  assert f"{tmp_path / 'seed_2'}: left out, its newest checkpoint is at update 0" in err
-  assert f"train.py --workdir {tmp_path / 'seed_2'} --resume and the flags" in err
+  note = results[2].summary["left_out"]
+  assert f"{tmp_path / 'seed_2'}: left out, its newest checkpoint is at update 0" in note
+  assert f"train.py --workdir {tmp_path / 'seed_2'} --resume and the flags" in note
+  assert results[2].history == [] and results[2].state is None
   assert not (tmp_path / "seed_2").exists()
 
 
@@ -155,17 +174,26 @@ def test_train_py_refuses_bad_seeds(argv, message, mnist_dir, tmp_path, capsys):
   assert not (tmp_path / "run").exists()
 
 
+# Two points apart in every setting a vmapped step takes per run.
+POINTS = [dict(lr=0.05, gamma=0.03, noise=1e-4, weight_decay=0.0, inner_lr=0.1, alpha=0.75,
+               momentum=0.9),
+          dict(lr=0.2, gamma=1.0, noise=1e-3, weight_decay=1e-3, inner_lr=0.05, alpha=0.5,
+               momentum=0.5)]
+
+
 def test_each_point_of_a_sweep_is_its_run_alone(tiny, fast, tmp_path):
-  configs = [tiny(optimizer="entropy-sgd", effective_epochs=0.5, eval_every=0.25, lr=lr,
-                  gamma=gamma, **fast["entropy-sgd"]) for lr, gamma in ((0.05, 0.03), (0.2, 1.0))]
-  group = training.train_group(configs, [tmp_path / "a", tmp_path / "b"])
-  for config, result, name in zip(configs, group, "ab"):
-    alone = training.train_and_evaluate(config, tmp_path / f"alone_{name}")
-    np.testing.assert_allclose(_curve(result.history), _curve(alone.history), rtol=1e-5)
-    assert (tmp_path / name / "config.json").read_text() == \
-        (tmp_path / f"alone_{name}" / "config.json").read_text()
-  assert group[0].history[-1]["lr"] == 0.05 and group[1].history[-1]["lr"] == 0.2
-  assert _curve(group[0].history)[-1, 0] != _curve(group[1].history)[-1, 0]
+  configs = [tiny(optimizer="entropy-sgd", effective_epochs=0.5, eval_every=0.25, **point,
+                  **fast["entropy-sgd"]) for point in POINTS]
+  alone = [training.train_and_evaluate(c, tmp_path / f"alone{i}") for i, c in enumerate(configs)]
+  for vmap in (False, True):  # one copy of the step per point, or one step vmapped
+    group = training.train_group(configs, [tmp_path / f"{vmap}{i}" for i in range(2)], vmap=vmap)
+    for i, result in enumerate(group):
+      np.testing.assert_allclose(_curve(result.history), _curve(alone[i].history), rtol=1e-5)
+      assert [r["lr"] for r in result.history] == [r["lr"] for r in alone[i].history]
+      assert (tmp_path / f"{vmap}{i}" / "config.json").read_text() == \
+          (tmp_path / f"alone{i}" / "config.json").read_text()
+  assert alone[0].history[-1]["lr"] == 0.05 and alone[1].history[-1]["lr"] == 0.2
+  assert _curve(alone[0].history)[-1, 0] != _curve(alone[1].history)[-1, 0]
 
 
 def test_train_py_sweeps_a_grid_with_seeds(mnist_dir, tmp_path, capsys):
@@ -204,9 +232,9 @@ def test_runs_that_cannot_share_a_program_are_refused(tiny, tmp_path):
   with pytest.raises(training.ConfigError, match="change the lr at the same effective epochs"):
     training.train_group([sgd(lr_schedule="1:0.1"), sgd(lr_schedule="2:0.1")],
                          [tmp_path / "a", tmp_path / "b"])
-  with pytest.raises(training.ConfigError, match="one optimizer"):
-    training.train_group([sgd(lr=0.1), sgd(lr=0.2)], [tmp_path / "a", tmp_path / "b"],
-                         vmap=True)
+  with pytest.raises(training.ConfigError, match="--scoping: a vmapped step takes only --lr"):
+    training.train_group([tiny(scoping=1e-3), tiny(scoping=2e-3)],
+                         [tmp_path / "a", tmp_path / "b"], vmap=True)
   with pytest.raises(training.ConfigError, match="one workdir per run"):
     training.train_group([sgd(), sgd(seed=1)], [tmp_path / "a", tmp_path / "a"])
   assert not any(tmp_path.iterdir())

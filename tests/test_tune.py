@@ -138,3 +138,16 @@ def test_a_stopped_member_is_a_result_and_a_missing_one_a_failure(tune, tmp_path
   assert b.job.workdir == members[1][1] and b.curve == [{"step": 0, "val_error": 90.0}]
   with pytest.raises(tune._jobs._Failed, match="cell: train.py failed:\nboom"):
     tune._jobs._finished(job, 1, lines[0], "boom", 0.0)
+
+
+def test_a_default_also_in_the_grid_is_one_point_recorded_under_both_names(load_script,
+                                                                          tmp_path):
+  tune = load_script("experiments/tuning/tune.py")  # its own GRID
+  gamma = tune.settings.defaults("lenet", "entropy-sgd")["gamma"]
+  assert gamma in tune.GRID["entropy-sgd"]["gamma"]  # the case this guards
+  job = tune.cell_job("lenet", "entropy-sgd", 1, tmp_path)
+  sweeps = [job.flags[i + 1] for i, f in enumerate(job.flags) if f == "--sweep"]
+  assert sweeps[1].count(repr(gamma)) == 1
+  names = dict(job.members)
+  assert len(names) == 9 and len(set(names.values())) == 6
+  assert names["lenet-entropy-sgd-lr0.1"] == names[f"lenet-entropy-sgd-lr0.1-gamma{gamma:g}"]

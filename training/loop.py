@@ -19,7 +19,7 @@ import input_pipeline
 import models
 from training import checkpoints, devices, optimizers, settings, steps
 from training.checkpoints import Checkpointer
-from training.config import REPLICATED, Budget, Config, ConfigError, check_one_program
+from training.config import REPLICATED, Budget, Config, ConfigError, check_one_program, flag
 from training.metrics import MetricsWriter, TrainingDiverged, write_atomic
 
 
@@ -28,7 +28,9 @@ class TrainingResult(NamedTuple):
 
   summary: dict[str, Any]  # the JSON line printed last by train.py
   history: list[dict[str, Any]]  # the records of metrics.jsonl
-  state: steps.TrainState  # the final state, on the host
+  # The final state, on the host; None for a run of a group that did not train
+  # now (finished or stopped before, or left out).
+  state: steps.TrainState | None
 
 
 class Program(NamedTuple):
@@ -69,14 +71,46 @@ class Program(NamedTuple):
                         *trees)
 
 
+# The settings a vmapped step of several runs takes as traced values; the
+# others (a scoping rate, a momentum that may be 0) choose Python branches.
+VMAPPABLE = ("lr", "lr_schedule", "momentum", "weight_decay", "gamma", "inner_lr", "noise",
+             "alpha")
+
+
+def _differing(configs: Sequence[Config]) -> list[str]:
+  """The settings but the seed in which ``configs`` differ from the first."""
+  first = configs[0].flags()
+  return sorted({name for c in configs[1:] for name, value in c.flags().items()
+                 if name != "seed" and value != first[name]})
+
+
 def _check_vmap(configs: Sequence[Config], vmap: bool | None) -> bool:
-  """Whether ``configs`` differ only in the seed; raises ConfigError if not and ``vmap``."""
-  seeds_only = all(dataclasses.replace(c, seed=0) == dataclasses.replace(configs[0], seed=0)
-                   for c in configs)
-  if vmap and not seeds_only:
-    raise ConfigError("runs that differ in more than the seed run as one copy of the step "
-                      "each (vmap=False): a vmapped step has one optimizer")
-  return seeds_only
+  """Whether one vmapped step can train ``configs``; raises ConfigError if not and ``vmap``."""
+  other = [name for name in _differing(configs) if name not in VMAPPABLE]
+  if vmap and other:
+    raise ConfigError(
+        f"{flag(other[0])}: a vmapped step takes only {', '.join(map(flag, VMAPPABLE))} per "
+        "run; runs that differ in it train as one copy of the step each (vmap=False)")
+  return not other
+
+
+def _value(config: Config, name: str) -> Any:
+  if name == "lr_schedule":
+    return [lr for _, lr in config.lr_schedule]
+  return getattr(config, name) if hasattr(config, name) else getattr(config.optimizer, name)
+
+
+def _with_values(config: Config, values: dict[str, Any]) -> Config:
+  """``config`` with ``values`` (traced: one run of a vmapped step) in place."""
+  own = {f.name for f in dataclasses.fields(config.optimizer)}
+  new = dataclasses.replace(
+      config, **{k: v for k, v in values.items() if k in ("lr", "momentum", "weight_decay")},
+      optimizer=dataclasses.replace(config.optimizer,
+                                    **{k: v for k, v in values.items() if k in own}))
+  if "lr_schedule" in values:
+    new = dataclasses.replace(new, lr_schedule=tuple(
+        (epoch, values["lr_schedule"][i]) for i, (epoch, _) in enumerate(config.lr_schedule)))
+  return new
 
 
 def build_program(config: Config, dataset: input_pipeline.Dataset,
@@ -139,11 +173,23 @@ def build_program(config: Config, dataset: input_pipeline.Dataset,
     return Program(parallel, states[0], data,
                    parallel.map(lambda s, d: train_steps[0](s, d, keys[0])),
                    parallel.map(evaluate))
-  seeds_only = _check_vmap(runs, vmap)
+  vmappable = _check_vmap(runs, vmap)
   if vmap is None:
-    vmap = seeds_only and parallel.devices[0].platform != "cpu"
+    vmap = vmappable and parallel.devices[0].platform != "cpu"
   if vmap:
-    step = steps.over_members(train_steps[0], np.stack(keys), vmap=True)
+    values = {name: np.asarray([_value(r, name) for r in runs], np.float32)
+              for name in _differing(runs)}
+
+    def member_step(state, data, member):
+      if not values:  # seeds alone: the first run's step serves every one
+        return train_steps[0](state, data, member["keys"])
+      run = _with_values(config, member["values"])  # the optimizer's key is in the state
+      tx = optimizers.make_optimizer(run, updates_per_epoch, keys[0][0], devices.AXIS)
+      return steps.make_train_step(model, tx, run, num_train, scaling)(state, data,
+                                                                     member["keys"])
+
+    step = steps.over_members(member_step, {"keys": np.stack(keys), "values": values},
+                              vmap=True)
     evaluate_members = jax.vmap(evaluate, in_axes=(0, None))
   else:
     step = steps.over_members(train_steps, np.stack(keys), vmap=False)
@@ -178,6 +224,10 @@ def _config_json(flags: dict[str, Any]) -> str:
   return "{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in flags.items()) + "\n}\n"
 
 
+# In the workdir of a run of a group that stopped (NaN or Inf): its reason, as JSON.
+STOPPED = "stopped.json"
+
+
 class _Run:
   """One run of a program: its config, workdir, checkpoints and records."""
 
@@ -189,6 +239,7 @@ class _Run:
     self.saved = self.checkpointer.resume_point(config)
     self.metrics: MetricsWriter | None = None
     self.stopped: str | None = None  # why it stopped before its budget
+    self.left_out: str | None = None  # why it did not train with the others
 
   @property
   def live(self) -> bool:
@@ -196,8 +247,13 @@ class _Run:
 
   def stop(self, error: TrainingDiverged) -> None:
     self.stopped = f"{error}; stopped: {self.checkpointer.describe_latest()}"
-    if self.metrics is not None and self.metrics.progress:
+    if self.label is not None and self.metrics is not None:  # one of several: say it now
       self.metrics.write(f"{self.workdir}: {self.stopped}")
+
+  @property
+  def marker(self) -> pathlib.Path:
+    """Where a run of a group that stopped says why, so that a resume leaves it be."""
+    return self.workdir / STOPPED
 
   def close(self) -> None:
     if self.metrics is not None:
@@ -215,6 +271,10 @@ def _common_step(runs: list[_Run]) -> tuple[list[_Run], list[str]]:
   out, each with the command that continues it alone.
   """
   latest = [0 if r.saved is None else r.saved.step for r in runs]
+  if max(latest) == 0:  # none past update 0: all start afresh, evaluated at 0 alike
+    for run in runs:
+      run.saved = None
+    return runs, []
   if len(set(latest)) == 1:
     return runs, []
   kept = [set(r.checkpointer.steps()) | ({0} if r.saved is None else set()) for r in runs]
@@ -232,9 +292,9 @@ def _common_step(runs: list[_Run]) -> tuple[list[_Run], list[str]]:
   return ahead, notes
 
 
-def _summary(run: _Run, wall_s: float) -> dict[str, Any]:
+def _summary(run: _Run, history: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
   # A run stopped at its first evaluation has no record: its fields are None.
-  config, last = run.config, (run.metrics.history or [{}])[-1]
+  config, last = run.config, (history or [{}])[-1]
   return {
       "model": config.model, "optimizer": config.optimizer.name, "seed": config.seed,
       "val_error": last.get("val_error"), "val_loss": last.get("val_loss"),
@@ -246,6 +306,7 @@ def _summary(run: _Run, wall_s: float) -> dict[str, Any]:
       "evaluated_on": (f"validation: the last {config.validation_split} training examples"
                        if config.validation_split else "test"),
       **({} if run.live else {"stopped": run.stopped}),
+      **({"left_out": run.left_out} if run.left_out else {}),
       "wall_s": round(wall_s, 3), "workdir": str(run.workdir),
   }
 
@@ -304,13 +365,33 @@ def train_group(configs: Sequence[Config], workdirs: Sequence[str | os.PathLike[
   configs = list(configs)
   if not configs or not all(isinstance(c, Config) for c in configs):
     raise TypeError(f"configs must be training.Configs from build_config, got {configs!r}")
-  if len(workdirs) != len(configs) or len(set(map(str, workdirs))) != len(configs):
-    raise ConfigError(f"one workdir per run, each its own: got {list(map(str, workdirs))}")
+  names = [str(w) for w in workdirs]
+  if len(names) != len(configs) or (labels is not None and len(labels) != len(configs)):
+    raise ConfigError(f"one workdir (and label) per run: {len(configs)} runs, {len(names)} "
+                      f"workdirs{'' if labels is None else f', {len(labels)} labels'}")
+  repeated = sorted({n for n in names if names.count(n) > 1})
+  if repeated:
+    raise ConfigError(f"one workdir per run, each its own: {repeated[0]} is given twice")
   check_one_program(configs)
   _check_vmap(configs, vmap)
   runs = [_Run(c, w, None if labels is None else labels[i])
           for i, (c, w) in enumerate(zip(configs, workdirs))]
   return _train(runs, group=True, vmap=vmap)
+
+
+def check_seeds(seeds: Sequence[int], replicas: int = 1) -> list[int]:
+  """``seeds`` as ints; raises ConfigError if empty, repeated, negative, or too
+  large for ``replicas`` (replica r uses seed + r)."""
+  seeds = list(seeds)
+  if not seeds:
+    raise ConfigError("--seeds: give at least one seed")
+  for s in seeds:
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not \
+        0 <= s <= 2**32 - replicas:
+      raise ConfigError(f"--seeds: {s!r} is not an integer in 0 .. {2**32 - replicas}")
+  if len(set(seeds)) != len(seeds):
+    raise ConfigError(f"--seeds {','.join(map(str, seeds))}: a seed is repeated")
+  return [int(s) for s in seeds]
 
 
 def train_seeds(config: Config, seeds: Sequence[int], workdir: str | os.PathLike[str],
@@ -324,15 +405,7 @@ def train_seeds(config: Config, seeds: Sequence[int], workdir: str | os.PathLike
   """
   if not isinstance(config, Config):
     raise TypeError(f"config must be a training.Config from build_config, got {config!r}")
-  seeds = list(seeds)
-  if not seeds:
-    raise ConfigError("--seeds: give at least one seed")
-  for s in seeds:
-    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not \
-        0 <= s <= 2**32 - config.replicas:
-      raise ConfigError(f"--seeds: {s!r} is not an integer in 0 .. {2**32 - config.replicas}")
-  if len(set(seeds)) != len(seeds):
-    raise ConfigError(f"--seeds {','.join(map(str, seeds))}: a seed is repeated")
+  seeds = check_seeds(seeds, config.replicas)
   workdir = pathlib.Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise ConfigError(f"--workdir {workdir}: exists and is not a directory")
@@ -359,15 +432,14 @@ def _train(runs: list[_Run], group: bool, vmap: bool | None) -> list[TrainingRes
       raise ConfigError(f"--effective-epochs {config.effective_epochs}: the checkpoint in "
                         f"{run.workdir} is already at {budget.epochs(run.saved.step):.3f} "
                         "effective epochs")
-  everyone = runs
-  runs, notes = _common_step(runs)
-  for run in set(everyone) - set(runs):
+  everyone, runs = runs, _resumable(runs, budget.total, group)
+  for run in [r for r in everyone if r not in runs]:
     run.close()
+  primary = jax.process_index() == 0  # the one process that writes files and output
+  if not runs:
+    return [_report(run, time.perf_counter() - start) for run in everyone]
   program = build_program(config, dataset, scaling,
                           [r.config for r in runs] if group else None, vmap)
-  primary = jax.process_index() == 0  # the one process that writes files and output
-  for note in notes if primary else []:
-    print(f"train.py: {note}", file=sys.stderr, flush=True)
   step = 0 if runs[0].saved is None else runs[0].saved.step
   state = program.stack([like if r.saved is None else r.checkpointer.restore(step, like)
                          for r, like in zip(runs, program.members(program.state))])
@@ -429,6 +501,37 @@ def _train(runs: list[_Run], group: bool, vmap: bool | None) -> list[TrainingRes
     for run in runs:
       run.close()
   wall_s = time.perf_counter() - start
-  final = program.members(par.get_state(device_state))
-  return [TrainingResult(_summary(run, wall_s), run.metrics.history, member)
-          for run, member in zip(runs, final)]
+  final = dict(zip(map(id, runs), program.members(par.get_state(device_state))))
+  for run in runs if group and primary else []:
+    if run.stopped:
+      write_atomic(run.marker, json.dumps({"stopped": run.stopped}) + "\n")
+  return [TrainingResult(_summary(run, run.metrics.history, wall_s), run.metrics.history,
+                         final[id(run)]) if id(run) in final else _report(run, wall_s)
+          for run in everyone]
+
+
+def _resumable(runs: list[_Run], total: int, group: bool) -> list[_Run]:
+  """The runs of a group that train now (:func:`_common_step`; each left out
+  says why in ``left_out``); a run at its budget already, or one that stopped
+  before (its :data:`STOPPED` marker), is reported as it is and not trained
+  again."""
+  if not group:
+    return runs
+  for run in runs:
+    if run.marker.exists():
+      run.stopped = json.loads(run.marker.read_text())["stopped"]
+  todo = [r for r in runs if r.live and not (r.saved and r.saved.step == total)]
+  if not todo:
+    return []
+  trained, notes = _common_step(todo)
+  for run in todo:
+    if run not in trained:
+      run.left_out = next(n for n in notes if n.startswith(f"{run.workdir}:"))
+  return trained
+
+
+def _report(run: _Run, wall_s: float) -> TrainingResult:
+  """The result of a run of a group that did not train now: finished before,
+  stopped before, or left out (its history that of its newest checkpoint)."""
+  history = [] if run.saved is None else run.saved.history
+  return TrainingResult(_summary(run, history, wall_s), history, None)

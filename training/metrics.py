@@ -60,7 +60,8 @@ class MetricsWriter:
     self._label = f"{label}: " if label else ""
     self._bar = tqdm(
         total=round(budget.epochs(budget.total), 2), initial=round(budget.epochs(start), 2),
-        disable=not progress, file=sys.stderr, mininterval=0.5, desc=label, position=position,
+        disable=not progress, file=sys.stderr, mininterval=0.5, desc=self._label or None,
+        position=position,
         bar_format="{desc}{percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} effective epochs "
                    "[{elapsed}{postfix}]")
 

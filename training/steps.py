@@ -170,7 +170,9 @@ def make_train_step(
 def over_members(step: TrainStep | Sequence[TrainStep], keys: np.ndarray, vmap: bool = True
                  ) -> Callable[[Any, DeviceData], tuple[Any, Any]]:
   """The steps of several runs (seeds, hyper-parameters) as one program,
-  ``keys`` uint32[members, replicas, 2] their seed keys.
+  ``keys`` uint32[members, replicas, 2] their seed keys (with ``vmap``, any
+  tree of arrays with a leading member axis, each member's part given to
+  ``step`` in place of its keys).
 
   ``vmap``: the members' states are stacked along a leading axis and ``step``
   (one for all) is ``jax.vmap``-ed over it, which an accelerator runs as
@@ -185,7 +187,7 @@ def over_members(step: TrainStep | Sequence[TrainStep], keys: np.ndarray, vmap: 
   predicate it would become a select that permutes the training set for
   every minibatch).
   """
-  keys = np.asarray(keys)
+  keys = jax.tree.map(np.asarray, keys)
   if not vmap:
     def members(states, data):
       results, done = [], ()
@@ -211,7 +213,7 @@ def over_members(step: TrainStep | Sequence[TrainStep], keys: np.ndarray, vmap: 
     def one(member, member_keys):
       return step(member._replace(step=count, perm_epoch=epoch), data, member_keys)
 
-    return jax.vmap(one)(state, jnp.asarray(keys))
+    return jax.vmap(one)(state, jax.tree.map(jnp.asarray, keys))
 
   return group
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from training.config import SWEEPABLE, Config, ConfigError, build_config, flag
+from training.loop import check_seeds
 
 
 def seed_list(text: str) -> list[int]:
@@ -66,9 +67,15 @@ def grid(flags: dict[str, Any], axes: Sequence[tuple[str, list[float]]],
       raise ConfigError(f"--sweep {name.replace('_', '-')}: swept twice")
     if flags.get(name) is not None:
       raise ConfigError(f"{flag(name)} and --sweep {name.replace('_', '-')}: give one")
-  configs, workdirs, labels = [], [], []
+  if seeds is not None:
+    seeds = check_seeds(seeds)
+  configs, workdirs, labels, points = [], [], [], {}
   for values in itertools.product(*(v for _, v in axes)):
     point = dict(zip(names, values))
+    if point_name(point) in points:  # names keep 6 digits: 0.1 and 0.1000001 would share one
+      raise ConfigError(f"--sweep points {points[point_name(point)]} and {point}: one folder "
+                        f"name, {point_name(point)}; give values apart in 6 digits")
+    points[point_name(point)] = point
     for seed in seeds if seeds is not None else [None]:
       try:
         configs.append(build_config(**{**flags, **point,

@@ -121,17 +121,20 @@ def cell_job(model, optimizer, seeds, runs, extra=()):
   grid value None is the cell's default, passed as its value."""
   defaults = settings.defaults(model, optimizer)
   keys = list(GRID[optimizer])
-  grid = {k: [defaults[k] if v is None else v for v in GRID[optimizer][k]] for k in keys}
+  # GRID's None is the default; where the default is also in GRID, the two
+  # trials are one point of the sweep, recorded under both names.
+  grid = {k: list(dict.fromkeys(defaults[k] if v is None else v for v in GRID[optimizer][k]))
+          for k in keys}
   flags = ["--model", model, "--optimizer", optimizer, "--effective-epochs", str(BUDGET[model]),
            "--validation-split", str(VALIDATION), "--devices", "1",
            "--seeds", ",".join(map(str, range(seeds))),
            *(f for k in keys for f in ("--sweep", f"{k}={','.join(map(repr, grid[k]))}"))]
   workdir = runs / f"{model}-{optimizer}"
   members = []
-  for values, point in zip(itertools.product(*(GRID[optimizer][k] for k in keys)),
-                           itertools.product(*grid.values())):
+  for values in itertools.product(*(GRID[optimizer][k] for k in keys)):
     name = _name(model, optimizer, {k: v for k, v in zip(keys, values) if v is not None})
-    where = workdir / sweeps.point_name(dict(zip(keys, point)))
+    point = {k: defaults[k] if v is None else v for k, v in zip(keys, values)}
+    where = workdir / sweeps.point_name(point)
     members += [(name + (f"-seed{seed}" if seed else ""), where / f"seed_{seed}")
                 for seed in range(seeds)]
   return _jobs.Job(f"{model}-{optimizer}", [*flags, *extra], workdir, tuple(members))
