@@ -22,7 +22,7 @@ evaluation):
 Medians over rounds that interleave the programs, so that drift on a shared
 machine hits them alike.
 
-Run: taskset -c 1 python benchmarks/seeds.py [--rounds 5] [--out benchmarks/records/seeds_cpu.json]
+Run: taskset -c 1 python benchmarks/seeds.py [--rounds 5] (writes benchmarks/records/seeds_cpu.json)
 (one core, as each of train.py's runs pinned one per core).
 """
 
@@ -109,7 +109,8 @@ def main():
   parser.add_argument("--layouts", default="tuple,vmap",
                       help="the seeds' program: a tuple of seeds (a CPU's default), stacked "
                            "and vmapped (an accelerator's)")
-  parser.add_argument("--out", default="benchmarks/records/seeds_cpu.json")
+  parser.add_argument("--out", help="default: benchmarks/records/seeds_PLATFORM.json, "
+                      "PLATFORM the default device's (cpu, gpu, tpu)")
   args = parser.parse_args()
   counts = [int(n) for n in args.seeds.split(",")]
   rows = [row for model in args.models.split(",") for optimizer in args.optimizers.split(",")
@@ -117,7 +118,8 @@ def main():
   record = {"date": datetime.date.today().isoformat(), "machine": machine(),
             "cores_visible": len(os.sched_getaffinity(0)), "rounds": args.rounds,
             "command": "python benchmarks/seeds.py " + " ".join(sys.argv[1:]), "rows": rows}
-  pathlib.Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+  out = args.out or f"benchmarks/records/seeds_{jax.devices()[0].platform}.json"
+  pathlib.Path(out).write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":
