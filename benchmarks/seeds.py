@@ -109,8 +109,8 @@ def main():
   parser.add_argument("--layouts", default="tuple,vmap",
                       help="the seeds' program: a tuple of seeds (a CPU's default), stacked "
                            "and vmapped (an accelerator's)")
-  parser.add_argument("--out", help="default: benchmarks/records/seeds_PLATFORM.json, "
-                      "PLATFORM the default device's (cpu, gpu, tpu)")
+  parser.add_argument("--out", help="default: seeds_<platform>.json in benchmarks/records, "
+                      "the default device's platform (cpu, gpu, tpu)")
   args = parser.parse_args()
   counts = [int(n) for n in args.seeds.split(",")]
   rows = [row for model in args.models.split(",") for optimizer in args.optimizers.split(",")
