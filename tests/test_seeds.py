@@ -165,18 +165,6 @@ def test_train_py_seeds_prints_a_summary_per_seed_and_shows_each_seeds_progress(
   assert "seed 4: update 4 (effective epoch 0.25)" in err and "seed 2: update 4" in err
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--seeds", "1,x"], "'1,x': want integers and commas"),
-    (["--seeds", "0,1", "--seed", "2"], "--seed and --seeds: give one of them"),
-    (["--seeds", "0,0"], "a seed is repeated")])
-def test_train_py_refuses_bad_seeds(argv, message, mnist_dir, tmp_path, capsys):
-  with pytest.raises(SystemExit) as exit_info:
-    train.main([*argv, "--data-dir", mnist_dir, "--devices", "1", "--workdir",
-                str(tmp_path / "run")])
-  assert exit_info.value.code == 2 and message in capsys.readouterr().err
-  assert not (tmp_path / "run").exists()
-
-
 # Two points apart in every setting a vmapped step takes per run.
 POINTS = [dict(lr=0.05, gamma=0.03, noise=1e-4, weight_decay=0.0, inner_lr=0.1, alpha=0.75,
                momentum=0.9),
@@ -214,13 +202,21 @@ def test_train_py_sweeps_a_grid_with_seeds(mnist_dir, tmp_path, capsys):
   assert saved["lr_schedule"][0] == [60.0, pytest.approx(0.04)]  # the default follows the lr
 
 
-@pytest.mark.parametrize("argv,message", [
+BAD = [
+    (["--seeds", "1,x"], "'1,x': want integers and commas"),
+    (["--seeds", "0,1", "--seed", "2"], "--seed and --seeds: give one of them"),
+    (["--seeds", "0,0"], "a seed is repeated"),
     (["--sweep", "inner-steps=2,3"], "sweep one of lr, momentum, weight-decay, gamma"),
     (["--sweep", "lr=0.1,x"], "want NAME=V,V,... with numbers"),
     (["--sweep", "lr=0.1,-1"], "--sweep point lr=-1: --lr -1.0: must be > 0"),
     (["--sweep", "lr=0.1", "--sweep", "lr=0.2"], "--sweep lr: swept twice"),
-    (["--sweep", "lr=0.1,0.2", "--lr", "0.3"], "--lr and --sweep lr: give one")])
-def test_train_py_refuses_bad_sweeps(argv, message, mnist_dir, tmp_path, capsys):
+    (["--sweep", "lr=0.1,0.2", "--lr", "0.3"], "--lr and --sweep lr: give one"),
+    (["--sweep", "lr=0.1,0.1000001"], "one folder name, lr=0.1"),
+    (["--sweep", "lr=0.1", "--seeds", "0,-1"], "--seeds: -1 is not an integer")]
+
+
+@pytest.mark.parametrize("argv,message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_train_py_refuses_bad_seeds_and_sweeps(argv, message, mnist_dir, tmp_path, capsys):
   with pytest.raises(SystemExit) as exit_info:
     train.main([*argv, "--data-dir", mnist_dir, "--devices", "1", "--workdir",
                 str(tmp_path / "run")])
