@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -121,7 +120,8 @@ def build_program(config: Config, dataset: input_pipeline.Dataset,
   ``members``: train these configs (``config`` and others that differ from it
   only in :data:`training.config.SWEEPABLE` settings) as one program
   (``None``: ``config`` alone): the step and evaluation ``jax.vmap``-ed over
-  a member axis if ``vmap`` (members that differ only in the seed), else one
+  a member axis if ``vmap`` (members that differ only in the seed and
+  :data:`VMAPPABLE` settings, which the step then takes as values), else one
   copy of them per member (:func:`training.steps.over_members`).
   ``vmap=None``: vmap where the members allow it, but on a CPU.
   """
