@@ -565,13 +565,22 @@ def local_entropy_estimate(
 
 def perturbation_sharpness(
     loss_fn: LossFn, params: Any, batches: Any, sigmas: Sequence[float] | np.ndarray, *,
-    key: jax.Array, samples: int = 16, progress: bool = True,
+    key: jax.Array, samples: int = 16, relative: bool = False, progress: bool = True,
 ) -> Estimate:
   r"""The mean increase of the loss under Gaussian perturbations of each radius.
 
   :math:`\mathbb{E}_\xi [f(x + \sigma \xi)] - f(x)`, :math:`\xi \sim N(0, I)`
   over all the parameters, for each :math:`\sigma` in ``sigmas``; for small
   :math:`\sigma` it is :math:`\sigma^2 \operatorname{tr} H / 2`.
+
+  With ``relative=True`` each parameter moves in proportion to its size,
+  :math:`\mathbb{E}_\xi [f(x + \sigma\, |x| \odot \xi)] - f(x)`, for small
+  :math:`\sigma` :math:`\sigma^2 \sum_i H_{ii} x_i^2 / 2` (the adaptive
+  sharpness of Kwon et al. 2021): unchanged when a rescaling of the
+  parameters leaves the function unchanged (a layer's weights times c and the
+  next one's divided by c, or any weights before a normalisation), which the
+  Hessian's eigenvalues, trace and ``relative=False`` are not. Parameters
+  equal to 0 are not moved.
 
   Args:
     loss_fn: ``loss_fn(params, batch)``, a scalar.
@@ -580,6 +589,7 @@ def perturbation_sharpness(
     sigmas: perturbation radii (per parameter standard deviations).
     key: PRNG key of the perturbations.
     samples: perturbations per radius, >= 2.
+    relative: scale each parameter's perturbation by its magnitude.
     progress: print a progress line on stderr.
 
   Returns:
@@ -604,14 +614,16 @@ def perturbation_sharpness(
     return _mean_over(batches, lambda b: loss_fn(unravel(point), b), jnp.zeros(()))
 
   base = float(mean_loss(x))
+  scale = jnp.abs(x) if relative else jnp.ones_like(x)
   sigmas = np.asarray(sigmas, np.float64)
-  bar = _Progress("perturbation_sharpness", sigmas.size * samples, progress)
+  bar = _Progress("relative_sharpness" if relative else "perturbation_sharpness",
+                  sigmas.size * samples, progress)
   values, errors = [], []
   for i, sigma in enumerate(sigmas):
     increases = []
     for j, k in enumerate(jax.random.split(jax.random.fold_in(key, i), samples)):
       xi = jax.random.normal(k, x.shape, jnp.float32)
-      increases.append(float(mean_loss(x + sigma * xi)) - base)
+      increases.append(float(mean_loss(x + sigma * scale * xi)) - base)
       bar(i * samples + j + 1)
     values.append(np.mean(increases))
     errors.append(np.std(increases, ddof=1) / np.sqrt(samples))

@@ -168,6 +168,35 @@ def test_perturbation_sharpness_of_a_quadratic_is_half_sigma_squared_trace():
   assert np.all(np.abs(est.value - exact) < 4 * est.stderr + 1e-6), (est, exact)
 
 
+def test_relative_sharpness_of_a_quadratic_weighs_the_diagonal_by_the_squared_point():
+  loss, params, centres, a = rotated_quadratic()
+  x = np.linspace(-2.0, 2.0, params["x"].size)  # increase: sigma^2 sum_i a_ii x_i^2 / 2
+  sigmas = np.array([0.01, 0.1, 0.3])
+  est = diagnostics.perturbation_sharpness(loss, {"x": jnp.asarray(x, jnp.float32)}, centres,
+                                           sigmas,
+                                           key=KEY, samples=400, relative=True, progress=False)
+  exact = sigmas**2 * np.sum(np.diag(a) * x**2) / 2
+  assert np.all(np.abs(est.value - exact) < 4 * est.stderr + 1e-6), (est, exact)
+
+
+def test_relative_sharpness_does_not_see_a_rescaling_that_leaves_the_function_alone():
+  # f depends on the products u_i w_i only: (c u, w / c) is the same function.
+  def loss(p, b):
+    return jnp.sum((p["u"] * p["w"] - b) ** 2)
+
+  rng = np.random.default_rng(0)
+  u, w = rng.normal(size=(2, 6)).astype(np.float32) + 1.5
+  batches = jnp.zeros((1, 6))
+
+  def sharpness(c, relative):
+    params = {"u": jnp.asarray(c * u), "w": jnp.asarray(w / c)}
+    return diagnostics.perturbation_sharpness(loss, params, batches, [0.05], key=KEY, samples=8,
+                                              relative=relative, progress=False).value[0]
+
+  np.testing.assert_allclose(sharpness(10.0, True), sharpness(1.0, True), rtol=1e-4)
+  assert abs(sharpness(10.0, False) - sharpness(1.0, False)) > 0.1 * abs(sharpness(1.0, False))
+
+
 @pytest.mark.parametrize("call,match", [
     (lambda l, p, b: diagnostics.hessian_eigenvalues(l, p, b, 0, key=KEY), "k must be in 1 .. 8"),
     (lambda l, p, b: diagnostics.hessian_eigenvalues(l, p, b, 2, key=KEY, which="top"),

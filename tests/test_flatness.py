@@ -55,6 +55,7 @@ def test_the_table_has_a_row_per_measured_run(measure, monkeypatch, tmp_path):
             "top_eigenvalues": [30.0, 20.0, 10.0], "trace": {"value": 100.0, "stderr": 2.0},
             "diagonal": {"harmonic_mean_positive": 1e-6, "positive": 7, "entries": 9},
             "perturbation_sharpness": {"sigmas": [0.001, 0.01], "increase": [1e-5, 1e-3]},
+            "relative_sharpness": {"sigmas": [0.01, 0.1], "increase": [2e-5, 0.002]},
             "local_entropy": {"gammas": [0.001, 1.0], "values": [0.05, 0.01]}}
   records = tmp_path / "diagnostics.json"
   records.write_text(json.dumps({"lenet-entropy-sgd-seed1": record}))
@@ -65,7 +66,7 @@ def test_the_table_has_a_row_per_measured_run(measure, monkeypatch, tmp_path):
   assert row["entropy_gap"] == pytest.approx(0.04)
   table = measure.table([row])
   assert "| lenet | entropy-sgd | 1 | 0.50 | 0.01 | 30 | 10 | 100 ± 2 | 1e-06 (7 of 9) |" in table
-  assert table.rstrip().endswith("| 0.04 | 0.001 |")
+  assert table.rstrip().endswith("| 0.04 | 0.001 | 0.002 |")
 
 
 def _flags(argv):
@@ -73,3 +74,27 @@ def _flags(argv):
   values = argv[1::2]
   flags = dict(zip((n.lstrip("-").replace("-", "_") for n in names), values))
   return {**flags, "seed": int(flags["seed"]), "devices": int(flags["devices"])}
+
+
+def test_a_record_without_a_later_diagnostic_gets_just_that_one(measure, monkeypatch, tmp_path):
+  from training import diagnose
+
+  old = {"model": "lenet", "top_eigenvalues": [1.0], "diagonal": {}, "spectral_density": {},
+         "local_entropy": {}, "perturbation_sharpness": {}}
+  whole = {**old, "relative_sharpness": {}, "parameter_norms": {}}
+  records = tmp_path / "diagnostics.json"
+  records.write_text(json.dumps({"old": old, "whole": whole}))
+  monkeypatch.setattr(measure, "RECORDS", records)
+  monkeypatch.setattr(measure, "ROOT", tmp_path)
+  calls = []
+
+  def fake_diagnose(workdir, parts):
+    calls.append((workdir.name, parts))
+    (workdir / "diagnostics.json").write_text(json.dumps({**old, **{p: {} for p in parts}}))
+
+  monkeypatch.setattr(diagnose, "diagnose", fake_diagnose)
+  for name in ("old", "whole"):
+    (tmp_path / name).mkdir()
+  measure.top_up({"old": {"workdir": "old"}, "whole": {"workdir": "whole"}})
+  assert calls == [("old", ("relative_sharpness", "parameter_norms"))]
+  assert json.loads(records.read_text())["old"] == whole

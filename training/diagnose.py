@@ -7,8 +7,11 @@ dropout off) over a fixed subset of the training set: the first
 ``images`` training images, in minibatches of ``batch``. It writes
 ``W/diagnostics.json``: the Hessian's top eigenvalues, its trace and the
 harmonic mean of its diagonal (one set of Rademacher probes serves both),
-its spectral density, the local entropy over a range of gamma and the
-perturbation-sharpness curve, each with the settings that produced it.
+its spectral density, the local entropy over a range of gamma, the
+perturbation-sharpness curves (absolute, and relative to each parameter's
+size, which a rescaling of the weights that leaves the network's function
+alone does not change) and each parameter array's norm, each with the
+settings that produced it.
 """
 
 import argparse
@@ -46,8 +49,20 @@ class Settings:
   noise: float = 1e-4  # Entropy-SGD's: the local entropy's temperature is noise ** 2
   chain_steps: int = 600
   sigmas: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+  relative_sigmas: tuple[float, ...] = (1e-2, 3e-2, 1e-1, 3e-1)  # times each parameter's size
   perturbations: int = 8
   seed: int = 0
+
+
+# What measure() can measure, in its order; local_entropy's chain step needs the top eigenvalue.
+PARTS = ("top_eigenvalues", "trace_and_diagonal", "spectral_density", "local_entropy",
+         "perturbation_sharpness", "relative_sharpness", "parameter_norms")
+
+
+def missing(record: dict[str, Any]) -> tuple[str, ...]:
+  """The parts a record of :func:`diagnose` lacks (measured before they were added)."""
+  key = {"trace_and_diagonal": "diagonal"}  # every other part writes its own name
+  return tuple(p for p in PARTS if key.get(p, p) not in record)
 
 
 def network_loss(workdir: pathlib.Path, settings: Settings) -> tuple[Any, Any, Any, dict]:
@@ -95,8 +110,18 @@ def network_loss(workdir: pathlib.Path, settings: Settings) -> tuple[Any, Any, A
   return loss_fn, state.params, batches, about
 
 
-def measure(loss_fn: Any, params: Any, batches: Any, settings: Settings) -> dict[str, Any]:
-  """Every diagnostic of ``entropix.diagnostics`` at ``params``, as JSON values."""
+def measure(loss_fn: Any, params: Any, batches: Any, settings: Settings,
+            parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
+  """The diagnostics of ``entropix.diagnostics`` named in ``parts`` at ``params``, as JSON values.
+
+  Each part draws its own key from ``settings.seed``, so a part measured
+  alone gives what it gives among the others.
+  """
+  unknown = sorted(set(parts) - set(PARTS))
+  if unknown:
+    raise ValueError(f"unknown diagnostics {unknown}; known: {', '.join(PARTS)}")
+  if "local_entropy" in parts and "top_eigenvalues" not in parts:
+    raise ValueError("local_entropy needs top_eigenvalues (its chain's step)")
   key = jax.random.key(settings.seed)
   timings, out = {}, {}
   clock = time.perf_counter()
@@ -108,61 +133,101 @@ def measure(loss_fn: Any, params: Any, batches: Any, settings: Settings) -> dict
 
   out["loss"] = float(diagnostics._mean_over(batches, lambda b: loss_fn(params, b),
                                              jnp.zeros(())))
-  top = diagnostics.hessian_eigenvalues(loss_fn, params, batches, settings.top_k,
-                                        key=jax.random.fold_in(key, 0),
-                                        num_iterations=settings.lanczos_steps)
-  out["top_eigenvalues"] = top.tolist()
-  lap("top_eigenvalues")
-  diagonal = diagnostics.hessian_diagonal(loss_fn, params, batches,
-                                          key=jax.random.fold_in(key, 1), samples=settings.probes)
-  flat = np.concatenate([np.ravel(v) for v in jax.tree.leaves(diagonal.value)])
-  flat_err = np.concatenate([np.ravel(v) for v in jax.tree.leaves(diagonal.stderr)])
-  # The trace is the diagonal's sum; its probes' spread gives its error.
-  harmonic, positive = diagnostics.harmonic_mean(diagonal.value)
-  out["trace"] = {"value": float(flat.sum()), "stderr": float(np.sqrt(np.sum(flat_err**2)))}
-  out["diagonal"] = {"harmonic_mean_positive": harmonic, "positive": positive,
-                     "entries": int(flat.size), "arithmetic_mean": float(flat.mean()),
-                     "significantly_positive": int(np.sum(flat > 2 * flat_err))}
-  lap("trace_and_diagonal")
-  density = diagnostics.spectral_density(
-      loss_fn, params, batches, key=jax.random.fold_in(key, 2),
-      num_iterations=settings.density_steps, probes=settings.density_probes)
-  out["spectral_density"] = {"grid": density.grid.tolist(), "density": density.density.tolist(),
-                             "nodes": density.nodes.tolist(), "weights": density.weights.tolist()}
-  lap("spectral_density")
-  inner_lr = 0.5 / (max(top[0], 0.0) + max(settings.gammas))  # well inside stability
-  entropy = diagnostics.local_entropy_estimate(
-      loss_fn, params, batches, settings.gammas, noise=settings.noise, inner_lr=inner_lr,
-      key=jax.random.fold_in(key, 3), steps=settings.chain_steps,
-      burn_in=settings.chain_steps // 4)
-  out["local_entropy"] = {"gammas": entropy.gammas.tolist(), "values": entropy.values.tolist(),
-                          "stderr": entropy.stderr.tolist(), "noise": settings.noise,
-                          "inner_lr": inner_lr,
-                          "mean_sq_distance": entropy.mean_sq_distance.tolist()}
-  lap("local_entropy")
-  sharp = diagnostics.perturbation_sharpness(loss_fn, params, batches, settings.sigmas,
-                                             key=jax.random.fold_in(key, 4),
-                                             samples=settings.perturbations)
-  out["perturbation_sharpness"] = {"sigmas": list(settings.sigmas),
-                                   "increase": sharp.value.tolist(),
-                                   "stderr": sharp.stderr.tolist()}
-  lap("perturbation_sharpness")
+  if "top_eigenvalues" in parts:
+    top = diagnostics.hessian_eigenvalues(loss_fn, params, batches, settings.top_k,
+                                          key=jax.random.fold_in(key, 0),
+                                          num_iterations=settings.lanczos_steps)
+    out["top_eigenvalues"] = top.tolist()
+    lap("top_eigenvalues")
+  if "trace_and_diagonal" in parts:
+    diagonal = diagnostics.hessian_diagonal(loss_fn, params, batches,
+                                            key=jax.random.fold_in(key, 1),
+                                            samples=settings.probes)
+    flat = np.concatenate([np.ravel(v) for v in jax.tree.leaves(diagonal.value)])
+    flat_err = np.concatenate([np.ravel(v) for v in jax.tree.leaves(diagonal.stderr)])
+    # The trace is the diagonal's sum; its probes' spread gives its error.
+    harmonic, positive = diagnostics.harmonic_mean(diagonal.value)
+    out["trace"] = {"value": float(flat.sum()), "stderr": float(np.sqrt(np.sum(flat_err**2)))}
+    out["diagonal"] = {"harmonic_mean_positive": harmonic, "positive": positive,
+                       "entries": int(flat.size), "arithmetic_mean": float(flat.mean()),
+                       "significantly_positive": int(np.sum(flat > 2 * flat_err))}
+    lap("trace_and_diagonal")
+  if "spectral_density" in parts:
+    density = diagnostics.spectral_density(
+        loss_fn, params, batches, key=jax.random.fold_in(key, 2),
+        num_iterations=settings.density_steps, probes=settings.density_probes)
+    out["spectral_density"] = {"grid": density.grid.tolist(),
+                               "density": density.density.tolist(),
+                               "nodes": density.nodes.tolist(),
+                               "weights": density.weights.tolist()}
+    lap("spectral_density")
+  if "local_entropy" in parts:
+    inner_lr = 0.5 / (max(top[0], 0.0) + max(settings.gammas))  # well inside stability
+    entropy = diagnostics.local_entropy_estimate(
+        loss_fn, params, batches, settings.gammas, noise=settings.noise, inner_lr=inner_lr,
+        key=jax.random.fold_in(key, 3), steps=settings.chain_steps,
+        burn_in=settings.chain_steps // 4)
+    out["local_entropy"] = {"gammas": entropy.gammas.tolist(),
+                            "values": entropy.values.tolist(),
+                            "stderr": entropy.stderr.tolist(), "noise": settings.noise,
+                            "inner_lr": inner_lr,
+                            "mean_sq_distance": entropy.mean_sq_distance.tolist()}
+    lap("local_entropy")
+  for part, sigmas, relative, fold in (
+      ("perturbation_sharpness", settings.sigmas, False, 4),
+      ("relative_sharpness", settings.relative_sigmas, True, 5)):
+    if part in parts:
+      sharp = diagnostics.perturbation_sharpness(
+          loss_fn, params, batches, sigmas, key=jax.random.fold_in(key, fold),
+          samples=settings.perturbations, relative=relative)
+      out[part] = {"sigmas": list(sigmas), "increase": sharp.value.tolist(),
+                   "stderr": sharp.stderr.tolist()}
+      lap(part)
+  if "parameter_norms" in parts:
+    out["parameter_norms"] = {jax.tree_util.keystr(path): float(jnp.linalg.norm(leaf))
+                              for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
   out["wall_s"] = timings
   return out
 
 
-def diagnose(workdir: str | pathlib.Path, settings: Settings = Settings()) -> dict[str, Any]:
+def diagnose(workdir: str | pathlib.Path, settings: Settings = Settings(),
+             parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
   """Measures the run in ``workdir`` and writes ``workdir/diagnostics.json``.
 
+  With ``parts`` a subset of :data:`PARTS`, only those are measured and
+  added to the ``diagnostics.json`` already there (the same checkpoint, and
+  the same settings for what it holds): a record extended by a diagnostic
+  added later, without measuring the rest again.
+
   Raises:
-    ConfigError: no train.py workdir, no checkpoint, or a replicated run.
+    ConfigError: no train.py workdir, no checkpoint, or a replicated run;
+      with a subset of parts, no earlier record of the same checkpoint and
+      settings.
   """
   workdir = pathlib.Path(workdir)
   loss_fn, params, batches, about = network_loss(workdir, settings)
   settings_json = json.loads(json.dumps(dataclasses.asdict(settings)))  # tuples as lists
-  record = {**about, "settings": settings_json,
-            **measure(loss_fn, params, batches, settings)}
+  record = {}
+  if set(parts) != set(PARTS):
+    record = _earlier(workdir / "diagnostics.json", about, settings_json)
+  measured = measure(loss_fn, params, batches, settings, parts)
+  wall_s = {**record.get("wall_s", {}), **measured.pop("wall_s")}
+  record = {**record, **about, "settings": settings_json, **measured, "wall_s": wall_s}
   write_atomic(workdir / "diagnostics.json", json.dumps(record, indent=1) + "\n")
+  return record
+
+
+def _earlier(path: pathlib.Path, about: dict, settings: dict) -> dict[str, Any]:
+  """The record at ``path``, if it measured the same checkpoint with the same settings."""
+  if not path.is_file():
+    raise ConfigError(f"--diagnose: {path} does not exist: nothing to add diagnostics to")
+  record = json.loads(path.read_text())
+  if record.get("step") != about["step"]:
+    raise ConfigError(f"--diagnose: {path} measured step {record.get('step')}, "
+                      f"the newest checkpoint is step {about['step']}")
+  differ = sorted(k for k, v in record.get("settings", {}).items() if settings.get(k, v) != v)
+  if differ:
+    raise ConfigError(f"--diagnose: {path} was measured with other settings ({', '.join(differ)})")
   return record
 
 

@@ -3,15 +3,18 @@
 For every finished run of ``runs.json``: ``python train.py --workdir W
 --diagnose`` (``training.diagnose``: the Hessian's top-10 eigenvalues,
 trace, diagonal and spectral density, the local entropy over gamma and the
-perturbation-sharpness curve, for the training loss of the evaluated network
-over the first 10,000 training images), each pinned to a core, two at a
-time; its ``diagnostics.json`` goes into ``diagnostics.json`` here, under
-the run's name, as soon as it lands, and a measured run is skipped when the
-script runs again.
+perturbation-sharpness curves, absolute and relative to each parameter's
+size, for the training loss of the evaluated network over the first 10,000
+training images), each pinned to a core, two at a time; its
+``diagnostics.json`` goes into ``diagnostics.json`` here, under the run's
+name, as soon as it lands, and a measured run is skipped when the script
+runs again. A record that lacks a diagnostic added to ``training.diagnose``
+after it was measured gets just that one (``diagnose(parts=...)``), here,
+one run at a time.
 Then ``flatness.md`` (one row per run) and, with matplotlib, one figure per
 network (``flatness_mnistfc.png``, ``flatness_lenet.png``: the spectral
-densities overlaid, the local entropy and the sharpness curves) are drawn
-from those records.
+densities overlaid, the local entropy and the two sharpness curves) are
+drawn from those records.
 
 Run: python experiments/flatness/measure.py [--jobs 2] [--tables]
 """
@@ -31,6 +34,7 @@ import _jobs  # noqa: E402
 RECORDS = HERE / "diagnostics.json"
 ORDER = ["sgd", "entropy-sgd", "heat-uniform", "hj-fixed-point"]
 FIGURES = {"mnistfc": "flatness_mnistfc.png", "lenet": "flatness_lenet.png"}
+RELATIVE_SIGMA = 0.1  # the table's relative perturbation: 10% of each parameter
 
 
 def load() -> dict:
@@ -76,6 +80,20 @@ def measure(runs: dict, cores: list[int]) -> None:
       _land(records, name, workdir)
 
 
+def top_up(runs: dict) -> None:
+  """Measures, in this process, the parts of ``training.diagnose.PARTS`` a record lacks."""
+  sys.path.insert(0, str(ROOT))
+  from training import diagnose  # noqa: PLC0415: jax, only when something is missing
+
+  records = load()
+  for name, record in list(records.items()):
+    missing = diagnose.missing(record)
+    if missing:
+      print(f"{name}: measuring {', '.join(missing)}", flush=True)
+      diagnose.diagnose(ROOT / runs[name]["workdir"], parts=missing)
+      _land(records, name, runs[name]["workdir"])
+
+
 def rows(runs: dict) -> list[dict]:
   """One row per measured run, in the table's order."""
   out = []
@@ -90,6 +108,8 @@ def rows(runs: dict) -> list[dict]:
         "trace_se": d["trace"]["stderr"], "harmonic": d["diagonal"]["harmonic_mean_positive"],
         "positive": d["diagonal"]["positive"], "entries": d["diagonal"]["entries"],
         "sharp": dict(zip(sharp["sigmas"], sharp["increase"])),
+        "relative": dict(zip(d["relative_sharpness"]["sigmas"],
+                             d["relative_sharpness"]["increase"])),
         "entropy_gap": entropy["values"][0] - d["loss"], "gamma0": entropy["gammas"][0]})
   return sorted(out, key=lambda r: (r["model"] != "mnistfc", ORDER.index(r["optimizer"]),
                                     r["seed"]))
@@ -97,17 +117,19 @@ def rows(runs: dict) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
   sigma = max(rows[0]["sharp"]) if rows else None
+  relative = RELATIVE_SIGMA
   head = ("| model | optimizer | seed | test error (%) | training loss | top eigenvalue | "
           "10th | trace (± s.e.) | harmonic mean of the diagonal (positive entries) | "
           f"f_gamma - f at gamma = {rows[0]['gamma0'] if rows else ''} | "
-          f"loss increase at sigma = {sigma} |\n|" + "---|" * 11)
+          f"loss increase at sigma = {sigma} | "
+          f"at sigma = {relative} times each parameter |\n|" + "---|" * 12)
   lines = [head]
   for r in rows:
     lines.append(
         f"| {r['model']} | {r['optimizer']} | {r['seed']} | {r['val_error']:.2f} | "
         f"{r['loss']:.3g} | {r['top']:.4g} | {r['tenth']:.4g} | {r['trace']:.4g} ± "
         f"{r['trace_se']:.2g} | {r['harmonic']:.3g} ({r['positive']:,} of {r['entries']:,}) | "
-        f"{r['entropy_gap']:.3g} | {r['sharp'][sigma]:.4g} |")
+        f"{r['entropy_gap']:.3g} | {r['sharp'][sigma]:.4g} | {r['relative'][relative]:.4g} |")
   return "\n".join(lines) + "\n"
 
 
@@ -119,7 +141,7 @@ def figures(runs: dict) -> None:
 
   records = load()
   for model in sorted({d["model"] for d in records.values()}):
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
     for name, d in records.items():
       if d["model"] != model:
         continue
@@ -138,13 +160,17 @@ def figures(runs: dict) -> None:
                        label=label)
       sharp = d["perturbation_sharpness"]
       axes[2].loglog(sharp["sigmas"], sharp["increase"], "o-", label=label)
+      relative = d["relative_sharpness"]
+      axes[3].loglog(relative["sigmas"], relative["increase"], "o-", label=label)
     axes[0].set(xlabel="Hessian eigenvalue", ylabel="fraction of the spectrum below (SLQ)",
                 title=f"{model}: spectrum")
     axes[0].set_xscale("symlog", linthresh=1e-4)
     axes[0].set_xlim(left=-1e-3)
     axes[1].set(xlabel="gamma", ylabel="f_gamma(x) - f(x)", title="local entropy")
     axes[2].set(xlabel="sigma", ylabel="E f(x + sigma xi) - f(x)", title="perturbations")
-    axes[2].legend(fontsize=7)
+    axes[3].set(xlabel="sigma", ylabel="E f(x + sigma |x| xi) - f(x)",
+                title="perturbations relative to each parameter")
+    axes[3].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(HERE / FIGURES[model], dpi=90)
     plt.close(fig)
@@ -159,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
   runs = json.loads((HERE / "runs.json").read_text())
   if not args.tables:
     measure(runs, _jobs.check_jobs(args.jobs))
+    top_up(runs)
   measured = rows(runs)
   (HERE / "flatness.md").write_text(table(measured))
   if measured:
