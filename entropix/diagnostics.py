@@ -159,8 +159,8 @@ def _orthogonalise(basis: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def _lanczos(product: Callable[[jax.Array], jax.Array], start: jax.Array, steps: int,
-             progress: _Progress) -> tuple[np.ndarray, np.ndarray]:
-  """Lanczos with full reorthogonalisation: the tridiagonal's (alphas, betas)."""
+             progress: _Progress) -> tuple[np.ndarray, np.ndarray, jax.Array]:
+  """Lanczos with full reorthogonalisation: the tridiagonal's (alphas, betas), and the basis."""
   basis = jnp.zeros((steps, start.size), jnp.float32).at[0].set(start / jnp.linalg.norm(start))
   alphas, betas = [], []
   for i in range(steps):
@@ -176,7 +176,7 @@ def _lanczos(product: Callable[[jax.Array], jax.Array], start: jax.Array, steps:
     betas.append(beta)
     basis = basis.at[i + 1].set(w / beta)
   progress(progress.total)
-  return np.array(alphas, np.float64), np.array(betas, np.float64)
+  return np.array(alphas, np.float64), np.array(betas, np.float64), basis[:len(alphas)]
 
 
 def _integral(y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -206,8 +206,9 @@ def hessian_eigenvalues(
     key: jax.Array,
     which: str = "largest",
     num_iterations: int | None = None,
+    vectors: bool = False,
     progress: bool = True,
-) -> np.ndarray:
+) -> np.ndarray | tuple[np.ndarray, Any]:
   r"""The k largest (or smallest) eigenvalues of the Hessian, by Lanczos.
 
   Lanczos from a random start, each new vector orthogonalised against all
@@ -226,10 +227,14 @@ def hessian_eigenvalues(
       negative first).
     num_iterations: Lanczos steps, one Hessian-vector product each; default
       ``max(4 k, k + 60)``, at most the number of parameters.
+    vectors: also return the eigenvectors (the Ritz vectors, of unit norm):
+      where in the parameters each curvature lives.
     progress: print a progress line on stderr.
 
   Returns:
-    A float64 array of k eigenvalues.
+    A float64 array of k eigenvalues; with ``vectors``, ``(values, vecs)``,
+    ``vecs`` a pytree like ``params`` (float32) with a leading axis of k,
+    ``vecs[i]`` the eigenvector of ``values[i]``.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -247,10 +252,15 @@ def hessian_eigenvalues(
     raise ValueError(f"k must be in 1 .. {flat.size} (the number of parameters), got {k}")
   steps = _steps(flat.size, num_iterations, k)
   start = jax.random.normal(key, flat.shape, jnp.float32)
-  alphas, betas = _lanczos(_flat_hvp(loss_fn, params, batches), start, steps,
-                           _Progress("hessian_eigenvalues", steps, progress))
-  ritz = _tridiagonal_eigh(alphas, betas)[0]
-  return ritz[::-1][:k] if which == "largest" else ritz[:k]
+  alphas, betas, basis = _lanczos(_flat_hvp(loss_fn, params, batches), start, steps,
+                                  _Progress("hessian_eigenvalues", steps, progress))
+  ritz, coefficients = _tridiagonal_eigh(alphas, betas)
+  order = np.arange(ritz.size)[::-1][:k] if which == "largest" else np.arange(ritz.size)[:k]
+  if not vectors:
+    return ritz[order]
+  flat_vectors = jnp.asarray(coefficients[:, order].T, jnp.float32) @ basis
+  _, unravel = ravel_pytree(jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params))
+  return ritz[order], jax.vmap(unravel)(flat_vectors)
 
 
 def _rademacher(key: jax.Array, dim: int) -> jax.Array:
@@ -413,7 +423,7 @@ def spectral_density(
   product = _flat_hvp(loss_fn, params, batches)
   nodes, weights = [], []
   for i, probe_key in enumerate(jax.random.split(key, probes)):
-    alphas, betas = _lanczos(product, _rademacher(probe_key, flat.size), steps,
+    alphas, betas, _ = _lanczos(product, _rademacher(probe_key, flat.size), steps,
                              _Progress(f"spectral_density, probe {i + 1}/{probes}", steps,
                                        progress))
     theta, vectors = _tridiagonal_eigh(alphas, betas)

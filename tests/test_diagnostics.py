@@ -76,6 +76,22 @@ def test_eigenvalues_of_a_quadratic_are_its_spectrum():
   np.testing.assert_allclose(bottom, [-0.5, 0.25], rtol=1e-5)  # the most negative first
 
 
+def test_eigenvectors_of_a_network_match_eigh(network):
+  loss, params, batches, dense = network
+  exact_values, exact_vectors = np.linalg.eigh(dense)
+  values, vecs = diagnostics.hessian_eigenvalues(loss, params, batches, 3, key=KEY,
+                                                 vectors=True, progress=False)
+  assert jax.tree.structure(vecs) == jax.tree.structure(params)
+  flat = jax.vmap(lambda v: ravel_pytree(v)[0])(vecs)
+  np.testing.assert_allclose(values, exact_values[::-1][:3], rtol=1e-4)
+  overlap = np.abs(np.asarray(flat) @ exact_vectors[:, ::-1][:, :3])
+  np.testing.assert_allclose(np.diag(overlap), 1.0, atol=1e-3)  # each its own, up to sign
+  bottom, low = diagnostics.hessian_eigenvalues(loss, params, batches, 1, key=KEY,
+                                                which="smallest", vectors=True, progress=False)
+  low = ravel_pytree(jax.tree.map(lambda v: v[0], low))[0]
+  assert abs(float(low @ exact_vectors[:, 0])) > 1 - 1e-3
+
+
 def test_top_eigenvalues_of_a_network_match_eigh(network):
   loss, params, batches, dense = network
   exact = np.linalg.eigh(dense)[0]

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 import training
@@ -98,3 +99,23 @@ def test_a_record_without_a_later_diagnostic_gets_just_that_one(measure, monkeyp
   measure.top_up({"old": {"workdir": "old"}, "whole": {"workdir": "whole"}})
   assert calls == [("old", ("relative_sharpness", "parameter_norms"))]
   assert json.loads(records.read_text())["old"] == whole
+
+
+def test_sharpest_finds_the_array_and_unit_an_eigenvector_lives_in(load_script):
+  sharpest = load_script("experiments/flatness/sharpest.py")
+  kernel = np.zeros((4, 3))
+  kernel[:, 1] = 0.4  # unit 1: 4 * 0.16 = 0.64 of the squared norm
+  kernel[0, 2] = 0.6  # unit 2: 0.36
+  vector = {"Dense_0": {"kernel": kernel, "bias": np.zeros(3)},
+            "BatchNorm_0": {"scale": np.zeros(3), "bias": np.zeros(3)}}
+  params = {"BatchNorm_0": {"scale": np.array([1.0, -2.0, 1.0])}}
+  stats = {"BatchNorm_0": {"var": np.array([0.0, 4.0 - 1e-5, 9.0]), "mean": np.zeros(3)}}
+  out = sharpest.where(vector, params, stats)
+  assert out["top_array"] == "Dense_0.kernel" and out["top_unit"] == 1
+  assert out["top_unit_share"] == pytest.approx(0.64)
+  assert out["arrays"]["Dense_0.kernel"] == pytest.approx(1.0)
+  assert out["top_unit_batch_norm"] == {"layer": "BatchNorm_0", "running_variance":
+                                        pytest.approx(4.0 - 1e-5), "gain": pytest.approx(1.0)}
+  norms = sharpest.batch_norms(params, stats)["BatchNorm_0"]
+  assert norms["zero_variance"] == 1 and norms["variance_below_1e-2"] == 1
+  assert norms["largest_gain"] == pytest.approx(1.0)  # unit 0, variance 0, left out

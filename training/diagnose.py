@@ -19,7 +19,7 @@ import dataclasses
 import json
 import pathlib
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -65,8 +65,18 @@ def missing(record: dict[str, Any]) -> tuple[str, ...]:
   return tuple(p for p in PARTS if key.get(p, p) not in record)
 
 
-def network_loss(workdir: pathlib.Path, settings: Settings) -> tuple[Any, Any, Any, dict]:
-  """(loss_fn, params, batches, description) of the run in ``workdir``."""
+class Network(NamedTuple):
+  """A finished run's network, as its diagnostics see it."""
+
+  loss_fn: Any  # loss_fn(params, batch): the evaluated network's cross-entropy
+  params: Any
+  batches: Any  # the first ``images`` training images, stacked in minibatches
+  about: dict[str, Any]  # model, optimizer, seed, step, images, batch, loss
+  batch_stats: Any  # BatchNorm's running statistics, fixed inside loss_fn
+
+
+def network_loss(workdir: pathlib.Path, settings: Settings) -> Network:
+  """The network of the run in ``workdir``, at its newest checkpoint."""
   config_file = workdir / "config.json"
   if not config_file.is_file():
     raise ConfigError(f"--diagnose: {workdir} holds no config.json (not a train.py workdir)")
@@ -107,7 +117,7 @@ def network_loss(workdir: pathlib.Path, settings: Settings) -> tuple[Any, Any, A
            "step": int(step), "images": n, "batch": settings.batch,
            "loss": "cross-entropy of the evaluated network (re-estimated BatchNorm "
                    "statistics, dropout off) on the first training images"}
-  return loss_fn, state.params, batches, about
+  return Network(loss_fn, state.params, batches, about, stats)
 
 
 def measure(loss_fn: Any, params: Any, batches: Any, settings: Settings,
@@ -205,7 +215,7 @@ def diagnose(workdir: str | pathlib.Path, settings: Settings = Settings(),
       settings.
   """
   workdir = pathlib.Path(workdir)
-  loss_fn, params, batches, about = network_loss(workdir, settings)
+  loss_fn, params, batches, about, _ = network_loss(workdir, settings)
   settings_json = json.loads(json.dumps(dataclasses.asdict(settings)))  # tuples as lists
   record = {}
   if set(parts) != set(PARTS):
