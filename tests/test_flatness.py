@@ -110,12 +110,14 @@ def test_sharpest_finds_the_array_and_unit_an_eigenvector_lives_in(load_script):
             "BatchNorm_0": {"scale": np.zeros(3), "bias": np.zeros(3)}}
   params = {"BatchNorm_0": {"scale": np.array([1.0, -2.0, 1.0])}}
   stats = {"BatchNorm_0": {"var": np.array([0.0, 4.0 - 1e-5, 9.0]), "mean": np.zeros(3)}}
-  out = sharpest.where(vector, params, stats)
+  out = sharpest.where(vector, params, stats, "mnistfc")
   assert out["top_array"] == "Dense_0.kernel" and out["top_unit"] == 1
   assert out["top_unit_share"] == pytest.approx(0.64)
   assert out["arrays"]["Dense_0.kernel"] == pytest.approx(1.0)
   assert out["top_unit_batch_norm"] == {"layer": "BatchNorm_0", "running_variance":
                                         pytest.approx(4.0 - 1e-5), "gain": pytest.approx(1.0)}
+  # LeNet's dense layers have no BatchNorm after them.
+  assert "top_unit_batch_norm" not in sharpest.where(vector, params, stats, "lenet")
   norms = sharpest.batch_norms(params, stats)["BatchNorm_0"]
   assert norms["zero_variance"] == 1 and norms["variance_below_1e-2"] == 1
   assert norms["largest_gain"] == pytest.approx(1.0)  # unit 0, variance 0, left out

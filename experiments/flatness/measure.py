@@ -146,6 +146,8 @@ def figures(runs: dict) -> None:
       if d["model"] != model:
         continue
       label = f"{d['optimizer']} seed {d['seed']}"
+      # One colour per optimizer, one line style per seed.
+      style = {"color": f"C{ORDER.index(d['optimizer'])}", "linestyle": "-:"[d["seed"] % 2]}
       # The quadrature's nodes and weights, pooled over probes, as the
       # spectrum's distribution function: one axis fits spectra whose
       # ranges differ by orders of magnitude.
@@ -154,14 +156,14 @@ def figures(runs: dict) -> None:
       weights = [w / len(density["nodes"]) for row in density["weights"] for w in row]
       order = sorted(range(len(nodes)), key=nodes.__getitem__)
       cumulative = [sum(weights[j] for j in order[:i + 1]) for i in range(len(order))]
-      axes[0].step([nodes[j] for j in order], cumulative, where="post", label=label)
+      axes[0].step([nodes[j] for j in order], cumulative, where="post", label=label, **style)
       entropy = d["local_entropy"]
-      axes[1].semilogx(entropy["gammas"], [v - d["loss"] for v in entropy["values"]], "o-",
-                       label=label)
+      axes[1].semilogx(entropy["gammas"], [v - d["loss"] for v in entropy["values"]], "o",
+                       label=label, **style)
       sharp = d["perturbation_sharpness"]
-      axes[2].loglog(sharp["sigmas"], sharp["increase"], "o-", label=label)
+      axes[2].loglog(sharp["sigmas"], sharp["increase"], "o", label=label, **style)
       relative = d["relative_sharpness"]
-      axes[3].loglog(relative["sigmas"], relative["increase"], "o-", label=label)
+      axes[3].loglog(relative["sigmas"], relative["increase"], "o", label=label, **style)
     axes[0].set(xlabel="Hessian eigenvalue", ylabel="fraction of the spectrum below (SLQ)",
                 title=f"{model}: spectrum")
     axes[0].set_xscale("symlog", linthresh=1e-4)

@@ -34,17 +34,17 @@ from training import diagnose  # noqa: E402
 
 TOP, STEPS = 3, 30
 BATCH_NORM_EPS = 1e-5  # models.layers.batch_norm's
-# The BatchNorm each weight layer's units pass through (after ReLU and pooling),
-# in both mnistfc and LeNet.
-NORMALISED_BY = {"Dense_0": "BatchNorm_0", "Dense_1": "BatchNorm_1",
-                 "Conv_0": "BatchNorm_0", "Conv_1": "BatchNorm_1"}
+# The BatchNorm each weight layer's units pass through (after ReLU and pooling):
+# in mnistfc both hidden layers', in LeNet the two convolutions' (its dense layers have none).
+NORMALISED_BY = {"mnistfc": {"Dense_0": "BatchNorm_0", "Dense_1": "BatchNorm_1"},
+                 "lenet": {"Conv_0": "BatchNorm_0", "Conv_1": "BatchNorm_1"}}
 
 
 def _name(path) -> str:
   return ".".join(str(getattr(k, "key", k)) for k in path)
 
 
-def where(vector, params, stats) -> dict:
+def where(vector, params, stats, model: str) -> dict:
   """The shares of a unit eigenvector's squared norm: per array, and its largest unit."""
   squares = {_name(p): np.asarray(v, np.float64) ** 2
              for p, v in jax.tree_util.tree_leaves_with_path(vector)}
@@ -54,8 +54,8 @@ def where(vector, params, stats) -> dict:
   unit = int(per_unit.argmax())
   out = {"arrays": dict(sorted(shares.items(), key=lambda kv: -kv[1])),
          "top_array": top, "top_unit": unit, "top_unit_share": float(per_unit.max())}
-  norm = NORMALISED_BY.get(top.split(".")[0])
-  if norm in stats:
+  norm = NORMALISED_BY[model].get(top.split(".")[0])
+  if norm is not None:
     var = float(stats[norm]["var"][unit])
     out["top_unit_batch_norm"] = {
         "layer": norm, "running_variance": var,
@@ -87,7 +87,7 @@ def sharpest(workdir: pathlib.Path) -> dict:
     directions.append({"eigenvalue": float(value),
                        "residual": float(np.sqrt(sum(np.sum(np.square(r))
                                                      for r in jax.tree.leaves(residual)))),
-                       **where(v, params, stats)})
+                       **where(v, params, stats, about["model"])})
   return {**{k: about[k] for k in ("model", "optimizer", "seed", "step")},
           "directions": directions, "batch_norm": batch_norms(params, stats)}
 
