@@ -624,7 +624,7 @@ def perturbation_sharpness(
     return _mean_over(batches, lambda b: loss_fn(unravel(point), b), jnp.zeros(()))
 
   base = float(mean_loss(x))
-  scale = jnp.abs(x) if relative else jnp.ones_like(x)
+  scale = jnp.abs(x) if relative else 1.0
   sigmas = np.asarray(sigmas, np.float64)
   bar = _Progress("relative_sharpness" if relative else "perturbation_sharpness",
                   sigmas.size * samples, progress)

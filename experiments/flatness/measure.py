@@ -83,7 +83,7 @@ def measure(runs: dict, cores: list[int]) -> None:
 def top_up(runs: dict) -> None:
   """Measures, in this process, the parts of ``training.diagnose.PARTS`` a record lacks."""
   sys.path.insert(0, str(ROOT))
-  from training import diagnose  # noqa: PLC0415: jax, only when something is missing
+  from training import diagnose  # noqa: PLC0415: jax, not needed by --tables
 
   records = load()
   for name, record in list(records.items()):
@@ -117,19 +117,18 @@ def rows(runs: dict) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
   sigma = max(rows[0]["sharp"]) if rows else None
-  relative = RELATIVE_SIGMA
   head = ("| model | optimizer | seed | test error (%) | training loss | top eigenvalue | "
           "10th | trace (± s.e.) | harmonic mean of the diagonal (positive entries) | "
           f"f_gamma - f at gamma = {rows[0]['gamma0'] if rows else ''} | "
           f"loss increase at sigma = {sigma} | "
-          f"at sigma = {relative} times each parameter |\n|" + "---|" * 12)
+          f"at sigma = {RELATIVE_SIGMA} times each parameter |\n|" + "---|" * 12)
   lines = [head]
   for r in rows:
     lines.append(
         f"| {r['model']} | {r['optimizer']} | {r['seed']} | {r['val_error']:.2f} | "
         f"{r['loss']:.3g} | {r['top']:.4g} | {r['tenth']:.4g} | {r['trace']:.4g} ± "
         f"{r['trace_se']:.2g} | {r['harmonic']:.3g} ({r['positive']:,} of {r['entries']:,}) | "
-        f"{r['entropy_gap']:.3g} | {r['sharp'][sigma]:.4g} | {r['relative'][relative]:.4g} |")
+        f"{r['entropy_gap']:.3g} | {r['sharp'][sigma]:.4g} | {r['relative'][RELATIVE_SIGMA]:.4g} |")
   return "\n".join(lines) + "\n"
 
 
