@@ -8,6 +8,7 @@ import optax
 
 from entropix import _base
 from entropix import _compose
+from entropix import _leaves
 from entropix import _noise
 from entropix._fixed_point import hopf_lax_fixed_point
 from entropix._local_entropy import Average, local_entropy
@@ -67,10 +68,13 @@ def ready(
     *transforms: optax.GradientTransformation,
     learning_rate: optax.ScalarOrSchedule,
     momentum: float,
+    name: str,
 ) -> optax.GradientTransformationExtraArgs:
-  """A ready optimizer: ``transforms``, then :func:`outer_sgd`, marked as skipping a
-  non-finite update itself (so ``optax.apply_if_finite`` may wrap it)."""
-  return _compose.guarded(optax.chain(*transforms, outer_sgd(learning_rate, momentum)))
+  """A ready optimizer: ``transforms``, then :func:`outer_sgd`, on the float leaves
+  (:func:`entropix._leaves.float_leaves_only`; ``name`` for its errors), marked as
+  skipping a non-finite update itself (so ``optax.apply_if_finite`` may wrap it)."""
+  return _compose.guarded(_leaves.float_leaves_only(
+      optax.chain(*transforms, outer_sgd(learning_rate, momentum)), name))
 
 
 def entropy_sgd(
@@ -167,7 +171,7 @@ def entropy_sgd(
           unroll=unroll,
           grad_transform=grad_transform,
       ),
-      learning_rate=learning_rate, momentum=momentum,
+      learning_rate=learning_rate, momentum=momentum, name="entropy_sgd",
   )
 
 
@@ -242,7 +246,7 @@ def hj(
           unroll=unroll,
           grad_transform=grad_transform,
       ),
-      learning_rate=learning_rate, momentum=momentum,
+      learning_rate=learning_rate, momentum=momentum, name="hj",
   )
 
 
@@ -301,7 +305,7 @@ def hj_fixed_point(
           gamma, inner_steps=inner_steps, damping=damping, weight_decay=weight_decay,
           axis_name=axis_name, unroll=unroll, grad_transform=grad_transform,
       ),
-      learning_rate=learning_rate, momentum=momentum,
+      learning_rate=learning_rate, momentum=momentum, name="hj_fixed_point",
   )
 
 
@@ -365,5 +369,5 @@ def heat(
           unroll=unroll, grad_transform=grad_transform,
       ),
       optax.add_decayed_weights(weight_decay),
-      learning_rate=learning_rate, momentum=momentum,
+      learning_rate=learning_rate, momentum=momentum, name="heat",
   )

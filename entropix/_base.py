@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from entropix import _convolutions
+
 # A callable (params, i) -> gradient pytree shaped like params.
 GradFn = Callable[[optax.Params, jax.Array], optax.Updates]
 
@@ -128,23 +130,27 @@ def check_key(key: Any) -> None:
 def as_raw_key(key: Any) -> jax.Array:
   """An int seed or a PRNG key (typed or raw) as a raw ``uint32[2]`` key.
 
-  Raw keys pass through pmap, jit and orbax checkpoints unchanged.
+  Raw keys pass through pmap, jit and orbax checkpoints unchanged. Always a
+  copy: a state must not hold the caller's own buffer, which a step that
+  donates the state would delete.
   """
   if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    return jax.random.key_data(key)
+    key = jax.random.key_data(key)
   if jnp.shape(key) == (2,):
-    return jnp.asarray(key, jnp.uint32)
+    return jnp.array(key, jnp.uint32, copy=True)
   return jax.random.PRNGKey(key)
 
 
-def require_grad_fn(grad_fn: Any, transform: str, params: Any, indices: int) -> GradFn:
-  """``grad_fn``, checked: callable, enough minibatches, and (when traced) a
-  result shaped like ``params``.
+def require_grad_fn(grad_fn: Any, transform: str, indices: int) -> GradFn:
+  """``grad_fn``, checked: given, callable, with enough minibatches.
 
   ``indices`` is the number of minibatch indices the transform passes
   (``i = 0 .. indices - 1`` at most); a ``grad_fn`` that declares how many it
   has (``minibatches``, as :func:`entropix.minibatch_grad_fn` does) must have
-  that many. The result's check runs at trace time and costs nothing at run time.
+  that many. The loops call the result, whose convolutions XLA:CPU runs fast
+  inside a loop body too (:mod:`entropix._convolutions`); its output is
+  checked where the params' other leaves are known
+  (:func:`entropix._leaves.float_leaves_only`).
   """
   if grad_fn is None:
     raise TypeError(
@@ -164,42 +170,8 @@ def require_grad_fn(grad_fn: Any, transform: str, params: Any, indices: int) -> 
         f"{transform} calls grad_fn(params, i) for i up to {indices - 1}, but grad_fn "
         f"holds {have} minibatches: give it at least {indices} (JAX would clamp i and "
         "reuse the last one without a word)")
-  want = jax.tree.structure(params)
-
-  def checked(p, i):
-    grads = grad_fn(p, i)
-    problem = _tree_difference(params, grads)
-    if problem:
-      hint = (" If grad_fn returns (loss, grads), as jax.value_and_grad does, return grads "
-              "alone." if isinstance(grads, tuple) and not isinstance(params, tuple) else "")
-      raise TypeError(
-          f"{transform}: grad_fn(params, i) must return the gradient, a pytree of "
-          f"arrays with the structure and shapes of params ({want}); it returned "
-          f"{type(grads).__name__}: {problem}.{hint} Under nnx.Optimizer, params is the "
-          "nnx.State of plain arrays: return jax.grad of a function of that State, "
-          "not nnx.Param variables.")
-    return grads
-
-  return checked
-
-
-def _tree_difference(params: Any, grads: Any) -> str:
-  """Where ``grads`` first differs from ``params`` in structure or shapes; '' if nowhere."""
-  flat_p, tree_p = jax.tree_util.tree_flatten_with_path(params)
-  flat_g, tree_g = jax.tree_util.tree_flatten_with_path(grads)
-  keystr = jax.tree_util.keystr
-  for (path_p, leaf_p), (path_g, leaf_g) in zip(flat_p, flat_g):
-    if path_p != path_g:
-      return f"params have a leaf at {keystr(path_p) or 'the root'}, the result at " \
-             f"{keystr(path_g) or 'the root'} ({type(leaf_g).__name__})"
-    if jnp.shape(leaf_p) != jnp.shape(leaf_g):
-      return f"at {keystr(path_p)} params have shape {jnp.shape(leaf_p)}, the result " \
-             f"{jnp.shape(leaf_g)}"
-  if len(flat_p) != len(flat_g):
-    return f"params have {len(flat_p)} leaves, the result {len(flat_g)}"
-  if tree_p != tree_g:
-    return f"its structure is {tree_g}"
-  return ""
+  # Looked up here, not bound at import: benchmarks/user_conv.py swaps it out.
+  return _convolutions.canonical_convolutions(grad_fn)
 
 
 def require_params(params: Any, transform: str) -> None:

@@ -11,6 +11,7 @@ from jax import lax
 
 from entropix import _base
 from entropix import _compose
+from entropix import _leaves
 from entropix._alias import ready
 from entropix._local_entropy import local_entropy
 
@@ -91,7 +92,7 @@ def elastic(
     new = jax.tree.map(lambda u_, x_, c: u_ + strength * (x_ - c), u, x, mean)
     return _base.cast_like(new, updates), ElasticState(count=optax.safe_increment(state.count))
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return _leaves.float_leaves_only(optax.GradientTransformation(init_fn, update_fn), "elastic")
 
 
 def elastic_sgd(
@@ -136,7 +137,7 @@ def elastic_sgd(
   _base.check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
   return ready(optax.add_decayed_weights(weight_decay),
                elastic(rho, axis_name=axis_name, center="params"),
-               learning_rate=learning_rate, momentum=momentum)
+               learning_rate=learning_rate, momentum=momentum, name="elastic_sgd")
 
 
 def parle(
@@ -235,7 +236,8 @@ def parle(
     opt = elastic_sgd(learning_rate, rho=rho, axis_name=axis_name, momentum=momentum,
                       weight_decay=weight_decay)
     if grad_transform is not None:  # on the one gradient of an update
-      opt = optax.chain(_base.check_grad_transform(grad_transform), opt)
+      opt = _leaves.float_leaves_only(
+          optax.chain(_base.check_grad_transform(grad_transform), opt), "parle")
     return optax.with_extra_args_support(opt)
   return ready(
       local_entropy(gamma, inner_steps=steps, inner_lr=inner_lr, noise=noise,
@@ -244,5 +246,5 @@ def parle(
                     axis_name=data_axis_name, noise_axis=axis_name, unroll=unroll,
                     grad_transform=grad_transform),
       elastic(rho, axis_name=axis_name, center="targets"),
-      learning_rate=learning_rate, momentum=momentum,
+      learning_rate=learning_rate, momentum=momentum, name="parle",
   )

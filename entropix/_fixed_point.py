@@ -10,6 +10,7 @@ import optax
 from jax import lax
 
 from entropix import _base
+from entropix import _leaves
 from entropix import _compose
 
 
@@ -139,7 +140,7 @@ def hopf_lax_fixed_point(
     _compose.refuse_wrappers("hopf_lax_fixed_point", grad_fn, collective=axis_name is not None)
     _base.require_params(params, "hopf_lax_fixed_point")
     _compose.require_whole_params(params, grad_fn, "hopf_lax_fixed_point")
-    grad_fn = _base.require_grad_fn(grad_fn, "hopf_lax_fixed_point", params, steps + 1)
+    grad_fn = _base.require_grad_fn(grad_fn, "hopf_lax_fixed_point", steps + 1)
     coupling = _base.at_count(gamma, state.count)
     x = _base.at_least_float32(params)
 
@@ -166,4 +167,5 @@ def hopf_lax_fixed_point(
         count=optax.safe_increment(state.count),
         grad_state=_base.fresh_if_not_finite(grad_state, lambda: per_gradient.init(x)))
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _leaves.float_leaves_only(
+      optax.GradientTransformationExtraArgs(init_fn, update_fn), "hopf_lax_fixed_point")

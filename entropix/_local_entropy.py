@@ -10,6 +10,7 @@ import optax
 from jax import lax
 
 from entropix import _base
+from entropix import _leaves
 from entropix import _compose
 from entropix import _noise
 
@@ -237,7 +238,7 @@ def local_entropy(
     _compose.refuse_wrappers("local_entropy", grad_fn, collective=axis_name is not None)
     _base.require_params(params, "local_entropy")
     _compose.require_whole_params(params, grad_fn, "local_entropy")
-    grad_fn = _base.require_grad_fn(grad_fn, "local_entropy", params, steps)
+    grad_fn = _base.require_grad_fn(grad_fn, "local_entropy", steps)
     coupling = _base.at_count(gamma, state.count)
     next_key, step_key = jax.random.split(state.rng_key)
     if noise_axis is not None:  # independent noise along that axis (replicas)
@@ -300,7 +301,8 @@ def local_entropy(
         inner_velocity=buffers[0], grad_state=buffers[1],
     )
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _leaves.float_leaves_only(
+      optax.GradientTransformationExtraArgs(init_fn, update_fn), "local_entropy")
 
 
 def stability_limit(inner_momentum: float) -> float:

@@ -11,6 +11,7 @@ import numpy as np
 from jax import lax
 
 from entropix import _base
+from entropix import _leaves
 
 
 def minibatch_grad_fn(
@@ -32,6 +33,11 @@ def minibatch_grad_fn(
   returned function says how many minibatches it holds, and a transform
   that would index past them refuses with an error instead of JAX's silent
   clamp to the last one.
+
+  The gradient is taken with respect to the floating-point leaves of
+  ``params``; any other leaf (an int, bool or key array, as an Equinox model
+  holds) gets ``None``, as ``eqx.filter_grad`` gives it, and reaches
+  ``loss_fn`` as it is.
 
   ``params`` is whatever the optimizer passes: the params pytree under optax,
   the ``nnx.State`` of the parameters under ``nnx.Optimizer`` (merge it with
@@ -99,9 +105,11 @@ def minibatch_grad_fn(
     key = _base.as_raw_key(key)
 
   def gradient(params, batch, batch_key):
-    if batch_key is None:
-      return jax.grad(loss_fn)(params, batch)
-    return jax.grad(loss_fn)(params, batch, batch_key)
+    # With respect to the float leaves; None for the others (int, bool, keys),
+    # as eqx.filter_grad gives.
+    args = (batch,) if batch_key is None else (batch, batch_key)
+    return jax.grad(lambda part: loss_fn(_leaves.merge(part, params), *args))(
+        _leaves.float_part(params, params))
 
   def grad_fn(params, i):
     batch = jax.tree.map(lambda b: b[i], batches)
@@ -115,9 +123,9 @@ def minibatch_grad_fn(
       g = gradient(params, part, None if batch_key is None else jax.random.fold_in(batch_key, m))
       return jax.tree.map(lambda t, g_: t + g_, total, g), None
 
-    zeros = _base.float32_zeros(params)
-    total, _ = lax.scan(add, zeros, jnp.arange(k))
-    return jax.tree.map(lambda t, p: (t / k).astype(jnp.result_type(p)), total, params)
+    part = _leaves.float_part(params, params)
+    total, _ = lax.scan(add, _base.float32_zeros(part), jnp.arange(k))
+    return jax.tree.map(lambda t, p: (t / k).astype(jnp.result_type(p)), total, part)
 
   grad_fn.minibatches = shapes[0][0]
   return grad_fn

@@ -10,6 +10,7 @@ import optax
 from jax import lax
 
 from entropix import _base
+from entropix import _leaves
 from entropix import _compose
 from entropix import _noise
 
@@ -125,7 +126,7 @@ def gaussian_smoothing(
     _compose.refuse_wrappers("gaussian_smoothing", grad_fn, collective=axis_name is not None)
     _base.require_params(params, "gaussian_smoothing")
     _compose.require_whole_params(params, grad_fn, "gaussian_smoothing")
-    grad_fn = _base.require_grad_fn(grad_fn, "gaussian_smoothing", params, count)
+    grad_fn = _base.require_grad_fn(grad_fn, "gaussian_smoothing", count)
     scale = _base.at_count(sigma, state.count)
     next_key, step_key = jax.random.split(state.rng_key)
 
@@ -155,4 +156,5 @@ def gaussian_smoothing(
         grad_state=_base.fresh_if_not_finite(
             grad_state, lambda: per_gradient.init(_base.at_least_float32(params))))
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _leaves.float_leaves_only(
+      optax.GradientTransformationExtraArgs(init_fn, update_fn), "gaussian_smoothing")
