@@ -25,6 +25,6 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # Library modules that import an optional dependency, and that dependency:
 # not collected where it is missing (the oldest-versions run of
 # .ci/library_tests installs jax, optax and numpy alone).
-OPTIONAL_IMPORTS = {"entropix/linen.py": "flax"}
+OPTIONAL_IMPORTS = {"entropix/linen.py": "flax", "entropix/nnx.py": "flax"}
 collect_ignore = [path for path, module in OPTIONAL_IMPORTS.items()
                   if importlib.util.find_spec(module) is None]

@@ -139,7 +139,9 @@ def checked_grad_fn(grad_fn: Callable[..., Any], params: Any, transform: str) ->
           f"(raised inside your grad_fn(params, i), which {transform} called with params "
           f"{describe(point)}: a point shaped like the params given to update, with the "
           f"same structure (not a model, unless the params are one), and i a traced int32. "
-          f"{_EQUINOX_HINT}; with Flax NNX, nnx.merge(graphdef, params) inside grad_fn. "
+          f"{_EQUINOX_HINT}; with Flax NNX, nnx.merge(graphdef, params, rest) inside "
+          "grad_fn, and any nnx.Rngs built there from a key (minibatch_grad_fn(..., key=k) "
+          "passes one per minibatch). "
           "entropix's guide 'Using the optimizers' (docs/guides/using.md) has both recipes.)")
       raise
     problem = difference(params, grads)
@@ -154,6 +156,7 @@ def checked_grad_fn(grad_fn: Callable[..., Any], params: Any, transform: str) ->
           "nnx.Param variables.")
     return float_part(grads, params)
 
+  float_grad_fn.checked_by_entropix = True
   return float_grad_fn
 
 
@@ -164,7 +167,8 @@ def float_leaves_only(
 
   ``init`` refuses a leaf that is not an array (naming its path); ``update``
   checks ``updates`` against ``params`` (structure and shapes) and gives
-  ``inner`` a ``grad_fn`` on the float part that calls yours with whole params.
+  ``inner`` a ``grad_fn`` on the float part that calls yours with whole params
+  (once: inside a ready optimizer, its transform's own wrapper passes it on).
   Params whose leaves are all float arrays pass through unchanged.
   """
   inner = optax.with_extra_args_support(inner)
@@ -182,7 +186,7 @@ def float_leaves_only(
       raise TypeError(
           f"{transform}: updates (the gradient at params) must have the structure and "
           f"shapes of params ({jax.tree.structure(params)}): {problem}.")
-    if grad_fn is not None:
+    if grad_fn is not None and not getattr(grad_fn, "checked_by_entropix", False):
       if not callable(grad_fn):
         raise TypeError(f"grad_fn must be callable (params, i) -> grads, got {grad_fn!r}")
       grad_fn = checked_grad_fn(grad_fn, params, transform)

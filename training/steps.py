@@ -16,8 +16,9 @@ import numpy as np
 import optax
 from jax import lax
 
+import entropix.linen
+
 from input_pipeline import Scaling
-from models.layers import BN_MOMENTUM
 from training.config import HEAT, REPLICATED, SGD, Config, ElasticSGD
 from training.devices import AXIS, REPLICA_AXIS
 
@@ -253,18 +254,14 @@ def make_evaluate(
     """(statistics, summed test loss, error count) of ``params``, over AXIS."""
     device, devices = lax.axis_index(AXIS), lax.axis_size(AXIS)
     local = batch // devices
-    zeros = jax.tree.map(jnp.zeros_like, batch_stats)
 
-    def add_batch(total, k):
+    def train_mode(variables, k):  # minibatch k of the training set, dropout off
       rows = k * batch + device * local + jnp.arange(local)
-      _, new = model.apply({"params": params, "batch_stats": zeros},
-                           scaling(data.train_x[rows]), train=True, dropout=False,
-                           mutable=["batch_stats"])
-      return jax.tree.map(jnp.add, total, new["batch_stats"]), None
+      return model.apply(variables, scaling(data.train_x[rows]), train=True, dropout=False,
+                         mutable=["batch_stats"])
 
-    total, _ = lax.scan(add_batch, zeros, jnp.arange(batches))
-    # Each update left (1 - momentum) * batch statistic in the zeroed stats.
-    stats = jax.tree.map(lambda t: t / (batches * (1 - BN_MOMENTUM)), total)
+    stats = entropix.linen.recompute_batch_stats(
+        train_mode, {"params": params, "batch_stats": batch_stats}, jnp.arange(batches))
 
     per_device = eval_rows_per_device(devices, eval_batch)
     test_batches = data.test_x.shape[0] // (per_device * devices)
