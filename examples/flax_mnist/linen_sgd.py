@@ -33,6 +33,7 @@ class Config:
   num_epochs: float = 10
   seed: int = 0
   train_examples: int | None = None  # the first N training images (None: all)
+  test_examples: int | None = None  # the first N test images (None: all)
 
 
 class CNN(nn.Module):
@@ -106,7 +107,7 @@ def evaluate(state, test_ds, batch=1000):
 
 def train_and_evaluate(config, workdir):
   """Trains, evaluating on the test set after every epoch; returns the records."""
-  train_ds, test_ds = get_datasets(config.train_examples)
+  train_ds, test_ds = get_datasets(config.train_examples, config.test_examples)
   rng = jax.random.key(config.seed)
   rng, init_rng = jax.random.split(rng)
   state = create_train_state(init_rng, config)

@@ -37,6 +37,7 @@ class Config:
   num_epochs: float = 10
   seed: int = 0
   train_examples: int | None = None  # the first N training images (None: all)
+  test_examples: int | None = None  # the first N test images (None: all)
 
 
 class CNN(nnx.Module):
@@ -100,7 +101,7 @@ def evaluate(model, metrics, test_ds, batch_size):
 
 def train_and_evaluate(config, workdir):
   """Trains, evaluating on the test set after every epoch; returns the records."""
-  train_ds, test_ds = get_datasets(config.train_examples)
+  train_ds, test_ds = get_datasets(config.train_examples, config.test_examples)
   model = CNN(rngs=nnx.Rngs(config.seed))
   optimizer = nnx.Optimizer(model, optax.sgd(config.learning_rate, config.momentum),
                             wrt=nnx.Param)
