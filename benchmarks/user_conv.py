@@ -2,7 +2,8 @@
 
 The network is the CNN of Flax's MNIST example (Linen: two 3x3 ``nn.Conv``
 of 32 and 64 features, each with ReLU and 2x2 average pooling, then Dense
-256 and Dense 10), batch 128, MNIST-shaped inputs, on the default device.
+256 and Dense 10; ``examples/flax_mnist/linen_sgd.py``), batch 128,
+MNIST-shaped inputs, on the default device.
 Nothing in it is entropix's own: the convolutions are ``lax``'s, as in
 anyone's model. In one process, rounds interleaving the variants, medians:
 
@@ -34,11 +35,12 @@ import argparse
 import datetime
 import json
 import os
+import pathlib
 import statistics
+import sys
 import time
 from unittest import mock
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,22 +49,8 @@ import optax
 import entropix
 from entropix import _convolutions
 
-
-class CNN(nn.Module):
-  """The CNN of Flax's MNIST example (Linen)."""
-
-  @nn.compact
-  def __call__(self, x):
-    x = nn.Conv(features=32, kernel_size=(3, 3))(x)
-    x = nn.relu(x)
-    x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
-    x = nn.Conv(features=64, kernel_size=(3, 3))(x)
-    x = nn.relu(x)
-    x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
-    x = x.reshape((x.shape[0], -1))
-    x = nn.Dense(features=256)(x)
-    x = nn.relu(x)
-    return nn.Dense(features=10)(x)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples" / "flax_mnist"))
+from linen_sgd import CNN  # noqa: E402  the CNN of Flax's MNIST example (Linen)
 
 
 def loss_fn(params, batch):

@@ -10,10 +10,7 @@ smallest change to Entropy-SGD; the README shows the diff.
 Run: python examples/flax_mnist/linen_sgd.py [--epochs 10] [--workdir DIR]
 """
 
-import argparse
 import dataclasses
-import json
-import pathlib
 
 import flax.linen as nn
 import jax
@@ -22,18 +19,13 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from data import get_datasets
+import common
 
 
 @dataclasses.dataclass
-class Config:
+class Config(common.Config):
   learning_rate: float = 0.1
   momentum: float = 0.9
-  batch_size: int = 128
-  num_epochs: float = 10
-  seed: int = 0
-  train_examples: int | None = None  # the first N training images (None: all)
-  test_examples: int | None = None  # the first N test images (None: all)
 
 
 class CNN(nn.Module):
@@ -107,7 +99,7 @@ def evaluate(state, test_ds, batch=1000):
 
 def train_and_evaluate(config, workdir):
   """Trains, evaluating on the test set after every epoch; returns the records."""
-  train_ds, test_ds = get_datasets(config.train_examples, config.test_examples)
+  train_ds, test_ds = common.get_datasets(config.train_examples, config.test_examples)
   rng = jax.random.key(config.seed)
   rng, init_rng = jax.random.split(rng)
   state = create_train_state(init_rng, config)
@@ -121,21 +113,15 @@ def train_and_evaluate(config, workdir):
         state, train_ds, config.batch_size, input_rng, steps)
     done += steps
     test_loss, test_accuracy = evaluate(state, test_ds)
-    records.append({"epoch": round(done / steps_per_epoch, 6),
-                    "gradient_evaluations": done,
-                    "train_loss": train_loss, "train_accuracy": train_accuracy,
-                    "test_loss": test_loss, "test_accuracy": test_accuracy})
-    print(json.dumps(records[-1]), flush=True)
-  if workdir:
-    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
-    (pathlib.Path(workdir) / "records.json").write_text(json.dumps(records, indent=1) + "\n")
-  return records
+    common.report(records, {
+        "epoch": round(done / steps_per_epoch, 6),
+        "gradient_evaluations": done,
+        "train_loss": train_loss,
+        "train_accuracy": train_accuracy,
+        "test_loss": test_loss,
+        "test_accuracy": test_accuracy})
+  return common.save(records, workdir)
 
 
 if __name__ == "__main__":
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--epochs", type=float, default=Config.num_epochs)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--workdir")
-  args = parser.parse_args()
-  train_and_evaluate(Config(num_epochs=args.epochs, seed=args.seed), args.workdir)
+  common.main(train_and_evaluate, Config, __doc__)

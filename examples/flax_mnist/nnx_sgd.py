@@ -14,10 +14,7 @@ re-estimated on the training set (``entropix.nnx.recompute_batch_stats``).
 Run: python examples/flax_mnist/nnx_sgd.py [--epochs 10] [--workdir DIR]
 """
 
-import argparse
 import dataclasses
-import json
-import pathlib
 from functools import partial
 
 import jax
@@ -26,18 +23,13 @@ import optax
 from flax import nnx
 
 import entropix.nnx
-from data import get_datasets
+import common
 
 
 @dataclasses.dataclass
-class Config:
+class Config(common.Config):
   learning_rate: float = 0.1
   momentum: float = 0.9
-  batch_size: int = 128
-  num_epochs: float = 10
-  seed: int = 0
-  train_examples: int | None = None  # the first N training images (None: all)
-  test_examples: int | None = None  # the first N test images (None: all)
 
 
 class CNN(nnx.Module):
@@ -101,7 +93,7 @@ def evaluate(model, metrics, test_ds, batch_size):
 
 def train_and_evaluate(config, workdir):
   """Trains, evaluating on the test set after every epoch; returns the records."""
-  train_ds, test_ds = get_datasets(config.train_examples, config.test_examples)
+  train_ds, test_ds = common.get_datasets(config.train_examples, config.test_examples)
   model = CNN(rngs=nnx.Rngs(config.seed))
   optimizer = nnx.Optimizer(model, optax.sgd(config.learning_rate, config.momentum),
                             wrt=nnx.Param)
@@ -125,21 +117,16 @@ def train_and_evaluate(config, workdir):
     test = evaluate(model, metrics, test_ds, config.batch_size)  # as the example does
     entropix.nnx.recompute_batch_stats(model, all_train, lambda m, b: m(b["image"], None))
     recomputed = evaluate(model, metrics, test_ds, config.batch_size)
-    records.append({"epoch": round(done / steps_per_epoch, 6), "gradient_evaluations": done,
-                    "train_loss": train["loss"], "train_accuracy": train["accuracy"],
-                    "test_loss": test["loss"], "test_accuracy": test["accuracy"],
-                    "test_accuracy_recomputed_stats": recomputed["accuracy"]})
-    print(json.dumps(records[-1]), flush=True)
-  if workdir:
-    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
-    (pathlib.Path(workdir) / "records.json").write_text(json.dumps(records, indent=1) + "\n")
-  return records
+    common.report(records, {
+        "epoch": round(done / steps_per_epoch, 6),
+        "gradient_evaluations": done,
+        "train_loss": train["loss"],
+        "train_accuracy": train["accuracy"],
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+        "test_accuracy_recomputed_stats": recomputed["accuracy"]})
+  return common.save(records, workdir)
 
 
 if __name__ == "__main__":
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--epochs", type=float, default=Config.num_epochs)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--workdir")
-  args = parser.parse_args()
-  train_and_evaluate(Config(num_epochs=args.epochs, seed=args.seed), args.workdir)
+  common.main(train_and_evaluate, Config, __doc__)
