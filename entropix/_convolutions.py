@@ -171,9 +171,9 @@ def canonical_convolutions(fn: Callable[..., Any]) -> Callable[..., Any]:
       outs = lax.platform_dependent(
           *leaves,
           cpu=lambda *a: _evaluate(closed.jaxpr, closed.consts, a),
-          default=lambda *a: jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *a))
+          default=jcore.jaxpr_as_fun(closed))
     else:
-      outs = jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *leaves)
+      outs = jcore.jaxpr_as_fun(closed)(*leaves)
     return jax.tree.unflatten(jax.tree.structure(shape), outs)
 
   return wrapped

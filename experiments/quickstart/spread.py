@@ -28,9 +28,19 @@ RECORDS = HERE / "records.json"
 QUICK_START = ["--effective-epochs", "5"]
 ALL_CORES = sorted(os.sched_getaffinity(0))
 
-# name -> (cores it may use, extra XLA flags, extra train.py flags)
+# The stacked layout of a group of runs (train.py --seeds uses it on accelerators,
+# the tuple one on a CPU), for the quick start's one run: no flag chooses it.
+STACKED = ("import json, sys, training; (r,) = training.train_group([training.build_config("
+           "effective_epochs=5, progress=False)], [sys.argv[1]], vmap=True); "
+           "print(json.dumps(r.summary))")
+
+# name -> (cores it may use, extra XLA flags, extra train.py flags or ["-c", program])
 VARIANTS = {
     "2 cores, pmap (the quick start)": (ALL_CORES, "", []),
+    "2 cores, --seeds 0 (a group of runs, one step copy each: the tuple layout)": (
+        ALL_CORES, "", ["--seeds", "0"]),
+    "2 cores, a group of runs, stacked and vmapped (the stacked layout)": (
+        ALL_CORES, "", ["-c", STACKED]),
     "2 cores, shard_map": (ALL_CORES, "", ["--spmd", "shard_map"]),
     "1 core, pmap": (ALL_CORES[-1:], "", []),
     "1 core, shard_map": (ALL_CORES[-1:], "", ["--spmd", "shard_map"]),
@@ -44,13 +54,14 @@ VARIANTS = {
 def run(name, cores, xla_flags, flags):
   env = {**os.environ, "XLA_FLAGS": xla_flags, "JAX_PLATFORMS": "cpu"}
   with tempfile.TemporaryDirectory() as workdir:
-    command = ["taskset", "-c", ",".join(map(str, cores)), sys.executable, "train.py",
-               *QUICK_START, *flags, "--workdir", workdir, "--no-progress"]
+    program = (flags + [workdir] if flags[:1] == ["-c"] else
+               ["train.py", *QUICK_START, *flags, "--workdir", workdir, "--no-progress"])
+    command = ["taskset", "-c", ",".join(map(str, cores)), sys.executable, *program]
     start = time.time()
     out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                          check=True)
   summary = json.loads(out.stdout.strip().splitlines()[-1])
-  return {"variant": name, "command": " ".join(command[4:-3] + command[-1:]),
+  return {"variant": name, "command": " ".join(program).replace(workdir, "WORKDIR"),
           "cores": len(cores), "xla_flags": xla_flags, "val_error": summary["val_error"],
           "val_loss": summary["val_loss"], "wall_s": round(time.time() - start, 1)}
 
