@@ -8,8 +8,11 @@ Table 1) and heat-equation smoothing (HEAT), each an optax
 ``entropix.diagnostics`` measures the curvature, local entropy and sharpness
 of a loss at a point (the widths of minima the paper's Sec. 6 is about).
 ``masked_grad_fn`` and ``forward_extra_args`` carry ``grad_fn`` through the
-optax wrappers that would withhold it; ``entropix.linen`` (which imports
-Flax, so is not imported here) has a Flax ``TrainState`` that forwards it.
+optax wrappers that would withhold it; ``entropix.linen`` and
+``entropix.nnx`` (which import Flax, so are not imported here) have a Flax
+``TrainState`` that forwards it and re-estimate BatchNorm's statistics.
+Leaves that are not float arrays (int, bool, PRNG keys) are held as they
+are, as ``optax.sgd`` holds them.
 ``counter_bits`` is the integer hash the Langevin noise is drawn from.
 """
 
