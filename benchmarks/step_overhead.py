@@ -41,6 +41,11 @@ machine hits them alike. Writes benchmarks/records/step_overhead.json.
 Run: taskset -c 1 python benchmarks/step_overhead.py [--rounds 7] [--out benchmarks/records/step_overhead.json]
 (the record: one core, as train.py's runs are pinned one per core; PyTorch
 then takes one thread too).
+Two more records compare the code before and after a change (without
+PyTorch, 5 rounds, one after the other on core 1 of a quiet machine):
+benchmarks/records/step_overhead_issue37_before.json (commit 6671f27) and
+benchmarks/records/step_overhead_issue37_after.json (the same flags, ``--out``
+each).
 """
 
 import argparse
