@@ -27,9 +27,9 @@ def run_dir(example, seed):
   return HERE / "runs" / example / f"seed_{seed}"
 
 
-def train(epochs, seeds):
+def train(epochs, seeds, examples=EXAMPLES):
   for seed in seeds:
-    for example in EXAMPLES:
+    for example in examples:
       out = run_dir(example, seed)
       if (out / "records.json").exists():
         print(f"{example} seed {seed}: done already", flush=True)
@@ -62,9 +62,14 @@ if __name__ == "__main__":
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--epochs", type=float, default=10)
   parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+  parser.add_argument("--examples", default=",".join(EXAMPLES),
+                      help="comma-separated examples to run (default: all four)")
   parser.add_argument("--table", action="store_true", help="print the table of the records")
   args = parser.parse_args()
+  unknown = sorted(set(args.examples.split(",")) - set(EXAMPLES))
+  if unknown:
+    parser.error(f"--examples: unknown {unknown}; choose from {EXAMPLES}")
   if args.table:
     print(table())
   else:
-    train(args.epochs, [int(s) for s in args.seeds.split(",")])
+    train(args.epochs, [int(s) for s in args.seeds.split(",")], args.examples.split(","))
