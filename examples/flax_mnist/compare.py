@@ -55,6 +55,30 @@ def table():
           f"| {100 * last['test_accuracy']:.2f} "
           f"| {'no BatchNorm' if recomputed is None else f'{100 * recomputed:.2f}'} "
           f"| {wall.read_text().strip() if wall.exists() else '-'} |")
+  rows += ["", "| example | optimizer | seeds | test accuracy, mean (min-max) (%) | re-estimated "
+           "statistics, mean (min-max) (%) | after epoch 1: as evaluated / re-estimated, mean (%) |",
+           "|---|---|---|---|---|---|"]
+  for example in EXAMPLES:
+    runs = [json.loads(p.read_text())
+            for p in sorted((HERE / "runs" / example).glob("seed_*/records.json"))]
+    if not runs:
+      continue
+
+    def summary(key, epoch=-1):
+      values = [100 * r[epoch][key] for r in runs]
+      return sum(values) / len(values), min(values), max(values)
+
+    def spread(key):
+      mean, low, high = summary(key)
+      return f"{mean:.2f} ({low:.2f}-{high:.2f})"
+
+    recomputed = "test_accuracy_recomputed_stats" in runs[0][-1]
+    first = (f"{summary('test_accuracy', 0)[0]:.2f} / "
+             f"{summary('test_accuracy_recomputed_stats', 0)[0]:.2f}" if recomputed else "-")
+    rows.append(f"| {example.split('_')[0]} | "
+                f"{'SGD' if example.endswith('sgd') else 'Entropy-SGD'} | {len(runs)} | "
+                f"{spread('test_accuracy')} | "
+                f"{spread('test_accuracy_recomputed_stats') if recomputed else '-'} | {first} |")
   return "\n".join(rows)
 
 
