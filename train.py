@@ -35,7 +35,6 @@ Example (a 5-effective-epoch LeNet run)::
 """
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -48,38 +47,11 @@ import input_pipeline
 import models
 import training
 import training.devices
-from training import sweeps
-from training.config import INPUT_SCALINGS, OPTIMIZERS, PARAM_INITS, SPMD, flag
+from training import optimizers, sweeps
+from training.config import INPUT_SCALINGS, PARAM_INITS, SPMD, flag
 from training.settings import BATCH_SIZE, EVAL_EVERY, MOMENTUM, PARAM_INIT
 
 RECIPE = "default: the recipe"  # what --help says of a default that depends on the cell
-
-
-def _users(name: str) -> str:
-  """The optimizers a setting applies to."""
-  return ", ".join(o for o, cls in OPTIMIZERS.items()
-                   if name in (f.name for f in dataclasses.fields(cls)))
-
-
-# The optimizers' own settings: (type, metavar, what it is).
-OPTIMIZER_FLAGS = {
-    "gamma": (float, None, "coupling strength gamma0"),
-    "scoping": (float, None, "gamma grows by a factor 1 + SCOPING per update (up to 1 / "
-                "inner_lr where there is one; elastic-sgd, parle: rho and gamma, up to "
-                "--rho-max and --gamma-max); heat: sigma^2 shrinks by it; 0 turns scoping off"),
-    "inner_steps": (int, "L", "inner loop length, backprops per update (hj-fixed-point: L + 1)"),
-    "inner_lr": (float, None, "inner step size"),
-    "inner_momentum": (float, "M", "Nesterov momentum of the inner loop, its buffer kept "
-                       "across updates as in the authors' code"),
-    "noise": (float, None, "Langevin noise scale, temperature noise^2"),
-    "alpha": (float, None, "exponential averaging of the inner iterates"),
-    "damping": (float, None, "weight kept on the previous fixed-point iterate"),
-    "sigma": (float, None, "perturbation scale, sigma^2 is the paper's gamma"),
-    "samples": (int, None, "backprops (perturbations) per update"),
-    "rho": (float, None, "elastic coupling rho0 to the replicas' mean"),
-    "rho_max": (float, None, "ceiling of rho as --scoping grows it"),
-    "gamma_max": (float, None, "ceiling of gamma as --scoping grows it"),
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,11 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
   add = parser.add_argument
   add("--model", default="mnistfc", choices=sorted(models.REGISTRY),
       help="network (default: %(default)s); mnistfc and lenet train on MNIST, allcnn on CIFAR-10")
-  add("--optimizer", default="entropy-sgd", choices=list(OPTIMIZERS),
-      help="algorithm (default: %(default)s): Table 1's columns are entropy-sgd, "
-           "heat-uniform (its HEAT), hj-fixed-point (its HJ) and sgd; hj (Sec. 7.2) and heat "
-           "(Eq. 35) are the forms the paper's text describes; elastic-sgd and parle (Sec. 4.3) "
-           "couple --replicas copies of the network")
+  add("--optimizer", default="entropy-sgd", choices=list(optimizers.REGISTRY),
+      help="algorithm (default: %(default)s): " + "; ".join(
+          f"{name}, {cls.summary}" for name, cls in optimizers.REGISTRY.items()))
   add("--effective-epochs", type=float, metavar="E",
       help=f"budget: backprops * batch_size / N_train ({RECIPE})")
   add("--batch-size", type=int, default=BATCH_SIZE, metavar="B",
@@ -105,17 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
   add("--lr-schedule", metavar="E:LR,...",
       help="piecewise constant: from effective epoch E on use LR, e.g. '60:0.02,120:0.004'; "
            "'none' keeps --lr (default: --lr divided by 5 every 60 effective epochs)")
-  for name, (kind, metavar, what) in OPTIMIZER_FLAGS.items():
-    add(flag(name), type=kind, metavar=metavar, help=f"{_users(name)}: {what} ({RECIPE})")
-  add("--replicas", type=int, metavar="N",
-      help=f"{_users('replicas')}: parameter copies, each on --devices / N devices, each with "
-           "its own initialisation (seed + r), minibatches and noise; effective epochs count "
-           "every replica's backprops (default: one replica per device)")
+  for name, spec in optimizers.HYPERS.items():  # each optimizer's own, from its declaration
+    default = "" if "(default" in spec.help else f" ({RECIPE})"
+    add(flag(name), type=spec.kind, metavar=spec.metavar,
+        help=f"{', '.join(optimizers.users(name))}: {spec.help}{default}")
   add("--unroll", type=int, metavar="K",
       help="optimizers with an inner loop: its iterations per compiled loop body (default: the "
            "whole loop for allcnn on CPU, jax-ml/jax#12868; otherwise 1)")
-  add("--momentum", type=float, default=MOMENTUM,
-      help="Nesterov momentum of the outer update (default: %(default)s)")
+  add("--momentum", type=float,
+      help=f"{', '.join(optimizers.users('momentum'))}: Nesterov momentum of the outer update "
+           f"(default: {MOMENTUM})")
   add("--weight-decay", type=float,
       help=f"L2 coefficient: inside the inner loop where there is one, else on the outer "
            f"step ({RECIPE})")

@@ -5,6 +5,7 @@ fixtures that need it, so the library's tests run where only jax, optax and
 numpy are installed (CI's oldest-versions run).
 """
 
+import collections
 import gzip
 import importlib.util
 import pathlib
@@ -105,9 +106,11 @@ def zca_cache(tmp_path_factory, monkeypatch):
 TINY = dict(model="mnistfc", optimizer="entropy-sgd", batch_size=16, effective_epochs=1.0,
             eval_every=1.0, progress=False, devices=1, input_scaling="centered")
 # Short loops so every optimizer trains in seconds; everything else is the default.
-FAST = {"sgd": {}, "entropy-sgd": {"inner_steps": 2}, "hj": {"inner_steps": 2},
-        "hj-fixed-point": {"inner_steps": 1}, "heat": {"samples": 2},
-        "heat-uniform": {"inner_steps": 2}, "elastic-sgd": {}, "parle": {"inner_steps": 2}}
+# Optimizers without a loop length (sgd, adamw, sam, swa, ...) take none.
+FAST = collections.defaultdict(dict, {
+    "entropy-sgd": {"inner_steps": 2}, "hj": {"inner_steps": 2},
+    "hj-fixed-point": {"inner_steps": 1}, "heat": {"samples": 2},
+    "heat-uniform": {"inner_steps": 2}, "parle": {"inner_steps": 2}})
 
 
 @pytest.fixture(scope="session")

@@ -7,16 +7,17 @@ import pathlib
 import pytest
 
 from training import config as cfg
-from training import settings
+from training import optimizers, settings
+from training.optimizers import paper, replicas
 
 
 def test_no_flags_means_the_papers_mnistfc_entropy_sgd_run():
   config = cfg.build_config()
   assert (config.model, config.effective_epochs, config.batch_size) == ("mnistfc", 120, 128)
-  assert config.optimizer == cfg.EntropySGD(
-      gamma=settings.defaults("mnistfc", "entropy-sgd")["gamma"], scoping=1e-3, inner_steps=20,
+  assert config.optimizer == paper.EntropySGD(
+      gamma=optimizers.defaults("mnistfc", "entropy-sgd")["gamma"], scoping=1e-3, inner_steps=20,
       inner_lr=0.1, noise=1e-4, alpha=0.75, inner_momentum=0.9)
-  assert config.lr == settings.defaults("mnistfc", "entropy-sgd")["lr"]
+  assert config.lr == optimizers.defaults("mnistfc", "entropy-sgd")["lr"]
   assert (config.momentum, config.weight_decay, config.validation_split) == (0.9, 0.0, 0)
   assert [e for e, _ in config.lr_schedule[:2]] == [60, 120] and len(config.lr_schedule) == 40
   assert [lr for _, lr in config.lr_schedule[:2]] == pytest.approx(
@@ -30,7 +31,7 @@ def test_no_flags_means_the_papers_mnistfc_entropy_sgd_run():
 def test_every_value_is_filled_from_the_settings(model, optimizer):
   data = {"data_dir": "somewhere"} if model == "allcnn" else {}
   config = cfg.build_config(model=model, optimizer=optimizer, devices=1, **data)
-  want = settings.defaults(model, optimizer)
+  want = optimizers.defaults(model, optimizer)
   assert config.effective_epochs == want["effective_epochs"]
   assert config.weight_decay == want["weight_decay"]
   assert config.lr == want["lr"]
@@ -41,7 +42,7 @@ def test_every_value_is_filled_from_the_settings(model, optimizer):
   assert fields == {k: want[k] for k in fields}
   assert None not in config.flags().values()
   # Unrolled on CPU only for All-CNN-C (LeNet's patch convolutions are as fast in a scan).
-  inner_loop = optimizer not in ("sgd", "elastic-sgd")
+  inner_loop = optimizer not in ("sgd", "elastic-sgd", "adamw", "sam", "swa")
   assert config.run.unroll == (inner_loop and model == "allcnn")
 
 
@@ -149,14 +150,14 @@ def test_a_cells_recipe_is_one_entry_of_the_settings():
                 param_init="pytorch-legacy", validation_split=0)
   lenet = cfg.build_config(model="lenet", optimizer="hj-fixed-point", devices=1)
   assert lenet == cfg.Config(
-      model="lenet", optimizer=cfg.HJFixedPoint(gamma=10.0, scoping=1e-3, inner_steps=5,
+      model="lenet", optimizer=paper.HJFixedPoint(gamma=10.0, scoping=1e-3, inner_steps=5,
                                                 damping=0.75),
       effective_epochs=84.0, lr=0.1, lr_schedule=cfg.default_lr_schedule(0.1),
       weight_decay=0.0, **shared, run=cfg.RunOptions(
           data_dir="mnist", devices=1, spmd="pmap", unroll=False, progress=True, resume=False))
   assert settings.RECIPES["lenet", "hj-fixed-point"]["tuned"] == ("lr", "gamma")
   parle = cfg.build_config(model="allcnn", optimizer="parle", devices=1, data_dir="cifar")
-  assert parle.optimizer == cfg.Parle(
+  assert parle.optimizer == replicas.Parle(
       replicas=1, gamma=0.01, gamma_max=1.0, rho=1.0, rho_max=10.0, scoping=0.5 * 128 / 50_000,
       inner_steps=25, inner_lr=0.1, noise=0.0, alpha=0.0, inner_momentum=0.9)
   assert (parle.effective_epochs, parle.lr, parle.weight_decay) == (160.0, 0.1, 1e-3)
@@ -167,9 +168,9 @@ def test_a_cells_recipe_is_one_entry_of_the_settings():
 def test_the_recipes_page_is_the_settings_table():
   page = pathlib.Path(__file__).parent.parent / "docs" / "guides" / "recipes.md"
   table = "\n".join(line for line in page.read_text().splitlines() if line.startswith("|"))
-  assert table == settings.recipes_table(), (
-      "docs/guides/recipes.md's table is not training/settings.py's RECIPES: paste in the "
-      "output of python -c 'from training.settings import recipes_table; print(recipes_table())'")
+  assert table == optimizers.recipes_table(), (
+      "docs/guides/recipes.md's table is not the declarations' recipes: paste in the output "
+      "of python -c 'from training.optimizers import recipes_table; print(recipes_table())'")
 
 
 def test_defaults_that_follow_other_flags_are_implied():
@@ -179,3 +180,25 @@ def test_defaults_that_follow_other_flags_are_implied():
   assert cfg.implied_flags(cfg.build_config(optimizer="sgd").flags()) == {"lr_schedule"}
   given = cfg.build_config(optimizer="parle", devices=1, scoping=0.01, lr_schedule="none")
   assert cfg.implied_flags(given.flags()) == set()
+
+
+def test_a_shared_setting_an_optimizer_does_not_read_is_refused():
+  # AdamW's momentum is its b1: --momentum would be silently ignored.
+  with pytest.raises(cfg.ConfigError, match=r"--momentum does not apply to --optimizer adamw "
+                                            r"\(it applies to sgd, entropy-sgd"):
+    cfg.build_config(optimizer="adamw", momentum=0.5)
+  adamw = cfg.build_config(optimizer="adamw", devices=1)
+  assert adamw.momentum is None and "momentum" not in adamw.flags()
+  assert cfg.build_config(**adamw.flags()) == adamw
+  assert cfg.build_config(optimizer="sam", devices=1).momentum == settings.MOMENTUM
+
+
+def test_each_hyper_parameter_is_declared_once_and_derives_the_flag_sets():
+  # The sweep and vmap sets and the flags come from the declarations.
+  assert "sam_rho" in cfg.SWEEPABLE and "inner_steps" not in cfg.SWEEPABLE
+  assert {"gamma", "inner_lr", "noise", "alpha"} <= set(cfg.VMAPPABLE)
+  assert "scoping" not in cfg.VMAPPABLE
+  for name, spec in optimizers.HYPERS.items():
+    assert name in cfg.FLAGS and optimizers.users(name), name
+    users = [optimizers.REGISTRY[o] for o in optimizers.users(name)]
+    assert all(optimizers.hypers(u)[name] is spec for u in users), name

@@ -35,6 +35,17 @@ def test_one_and_eight_devices_follow_one_trajectory(model, tiny, tmp_path):
     np.testing.assert_allclose(a["train_loss"] or 0, b["train_loss"] or 0, rtol=1e-3, atol=1e-5)
 
 
+def test_sam_averages_both_of_its_gradients_over_the_devices(tiny, tmp_path):
+  # The step averages the gradient at x (SAM's declaration leaves it to the
+  # step), optax's SAM the one at the end of the ascent step (batch_axis_name).
+  config = tiny(optimizer="sam", effective_epochs=0.5)
+  one = training.train_and_evaluate(config, tmp_path / "one")
+  four = training.train_and_evaluate(_with(config, devices=4), tmp_path / "four")
+  _params_close(one.state.params, four.state.params, rtol=2e-3, scale_atol=1e-2)
+  for a, b in zip(one.history, four.history, strict=True):
+    np.testing.assert_allclose(a["val_loss"], b["val_loss"], rtol=1e-3, atol=1e-5)
+
+
 @pytest.mark.parametrize("optimizer", ["entropy-sgd", "heat"])
 def test_pmap_and_shard_map_run_the_same_step(optimizer, tiny, fast, tmp_path):
   config = tiny(optimizer=optimizer, devices=4, effective_epochs=0.5,

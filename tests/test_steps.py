@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import input_pipeline
@@ -24,25 +25,56 @@ def test_batches_are_a_fresh_permutation_every_epoch():
   assert not np.array_equal(rows[0], rows[4])  # reshuffled
 
 
+def _mean_batch_stats(model, params, batch_stats, dataset, scaling, batch=16):
+  """The training set's minibatches in order, train mode, no dropout: their mean statistics."""
+  stats = []
+  for k in range(dataset.train_images.shape[0] // batch):
+    x = scaling(dataset.train_images[batch * k:batch * (k + 1)])
+    _, state = model.apply({"params": params,
+                            "batch_stats": jax.tree.map(np.zeros_like, batch_stats)},
+                           x, train=True, dropout=False, mutable=["batch_stats"])
+    stats.append(jax.tree.map(lambda s: s / 0.1, state["batch_stats"]))
+  return jax.tree.map(lambda *s: np.mean(s, axis=0), *stats)
+
+
+def _test_error_and_loss(model, params, stats, dataset, scaling):
+  logits = model.apply({"params": params, "batch_stats": stats},
+                       scaling(dataset.test_images), train=False)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, dataset.test_labels).mean()
+  return 100 * float(np.mean(np.argmax(logits, -1) != dataset.test_labels)), float(loss)
+
+
 def test_evaluation_uses_the_training_sets_mean_batch_statistics(tiny, tmp_path):
   config = tiny(optimizer="sgd", effective_epochs=0.25)
   result = training.train_and_evaluate(config, tmp_path)
   dataset, scaling = input_pipeline.load(config.run.data_dir, "centered")
   model = models.create("mnistfc", param_init=config.param_init)
-  stats = []
-  for k in range(256 // 16):  # the minibatches in order, train mode, no dropout
-    x = scaling(dataset.train_images[16 * k:16 * (k + 1)])
-    _, state = model.apply({"params": result.state.params,
-                            "batch_stats": jax.tree.map(np.zeros_like, result.state.batch_stats)},
-                           x, train=True, dropout=False, mutable=["batch_stats"])
-    stats.append(jax.tree.map(lambda s: s / 0.1, state["batch_stats"]))
-  want = jax.tree.map(lambda *s: np.mean(s, axis=0), *stats)
+  params = result.state.params
+  want = _mean_batch_stats(model, params, result.state.batch_stats, dataset, scaling)
   for got, expected in zip(jax.tree.leaves(result.state.batch_stats), jax.tree.leaves(want)):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
-  logits = model.apply({"params": result.state.params, "batch_stats": want},
-                       scaling(dataset.test_images), train=False)
-  error = 100 * float(np.mean(np.argmax(logits, -1) != dataset.test_labels))
+  error, _ = _test_error_and_loss(model, params, want, dataset, scaling)
   assert result.summary["val_error"] == pytest.approx(error, abs=1e-4)
+
+
+def test_swa_is_evaluated_at_its_average_with_the_averages_statistics(tiny, tmp_path):
+  # 8 updates, the last 4 averaged: the evaluation measures the average, its
+  # statistics re-estimated; the last iterate scores otherwise.
+  config = tiny(optimizer="swa", effective_epochs=0.5, swa_fraction=0.5)
+  result = training.train_and_evaluate(config, tmp_path)
+  dataset, scaling = input_pipeline.load(config.run.data_dir, "centered")
+  model = models.create("mnistfc", param_init=config.param_init)
+  opt_state = result.state.opt_state
+  assert int(opt_state.count) == 4 and result.history[-1]["step"] == 8
+  average = opt_state.average
+  stats = _mean_batch_stats(model, average, result.state.batch_stats, dataset, scaling)
+  for got, expected in zip(jax.tree.leaves(result.state.batch_stats), jax.tree.leaves(stats)):
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+  _, loss = _test_error_and_loss(model, average, stats, dataset, scaling)
+  assert result.summary["val_loss"] == pytest.approx(loss, rel=1e-4)
+  last = _mean_batch_stats(model, result.state.params, stats, dataset, scaling)
+  _, last_loss = _test_error_and_loss(model, result.state.params, last, dataset, scaling)
+  assert abs(last_loss - loss) > 1e-3 * loss
 
 
 class _KeySpy:

@@ -91,7 +91,7 @@ def test_a_cell_is_one_sweep_and_flags_after_the_separator_go_to_it(tune, tmp_pa
   esgd = ran[0]
   assert esgd.flags[:4] == ["--model", "lenet", "--optimizer", "entropy-sgd"]
   assert esgd.flags[-2:] == ["--param-init", "flax"]
-  gamma = tune.settings.defaults("lenet", "entropy-sgd")["gamma"]  # GRID's None
+  gamma = tune.optimizers.defaults("lenet", "entropy-sgd")["gamma"]  # GRID's None
   sweeps = [esgd.flags[i + 1] for i, f in enumerate(esgd.flags) if f == "--sweep"]
   assert sweeps == ["lr=0.1,0.3", f"gamma={gamma!r},0.01"]
   assert esgd.flags[esgd.flags.index("--seeds") + 1] == "0,1"
@@ -143,7 +143,7 @@ def test_a_stopped_member_is_a_result_and_a_missing_one_a_failure(tune, tmp_path
 def test_a_default_also_in_the_grid_is_one_point_recorded_under_both_names(load_script,
                                                                           tmp_path):
   tune = load_script("experiments/tuning/tune.py")  # its own GRID
-  gamma = tune.settings.defaults("lenet", "entropy-sgd")["gamma"]
+  gamma = tune.optimizers.defaults("lenet", "entropy-sgd")["gamma"]
   assert gamma in tune.GRID["entropy-sgd"]["gamma"]  # the case this guards
   job = tune.cell_job("lenet", "entropy-sgd", 1, tmp_path)
   sweeps = [job.flags[i + 1] for i, f in enumerate(job.flags) if f == "--sweep"]

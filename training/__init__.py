@@ -5,7 +5,8 @@ One module per concern, each read on its own:
 * :mod:`training.settings`: the paper's settings, each with its source, and
   each (model, optimizer) cell's recipe of defaults in one entry;
 * :mod:`training.config`: flags -> one complete, checked :class:`Config`;
-* :mod:`training.optimizers`: the optax optimizer of a config, its schedules;
+* :mod:`training.optimizers`: one declaration per optimizer (its hyper-parameters,
+  what it needs of the step, its recipes, its optax factory), the registry;
 * :mod:`training.steps`: the on-device batch sampler, train step and evaluation;
 * :mod:`training.devices`: placement under ``jax.pmap`` or ``jax.shard_map``, the
   replicas x devices mesh of Elastic-SGD and Parle, several processes and the

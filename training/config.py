@@ -3,8 +3,9 @@
 :func:`build_config` takes the command line's flags by name (a flag left out
 or ``None`` takes its default from :mod:`training.settings`) and returns a
 frozen :class:`Config` with every value filled in: nothing is looked up
-later. Each optimizer's settings are a small dataclass of their own, so a
-flag applies to an optimizer exactly when its dataclass has that field. How a
+later. Each optimizer's settings are its declaration (:mod:`training.optimizers`),
+a small dataclass of its hyper-parameters, so a flag applies to an optimizer
+exactly when its declaration has that field. How a
 run executes (:class:`RunOptions`: data location, devices, spmd, unroll,
 progress bar, resume) is kept apart from the hyper-parameters, which a
 ``--resume`` must match.
@@ -20,170 +21,19 @@ True
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 
-import entropix
 import models
-from training import settings
+from training import optimizers, settings
+from training.optimizers import (HYPERS, REGISTRY, ConfigError, Hyper, Optimizer,
+                                 first_update_at, flag, hypers, updates_in)
+from training.optimizers._base import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE
 
-
-class ConfigError(ValueError):
-  """A flag or config value is invalid; raised before any work starts."""
-
-
-def flag(name: str) -> str:
-  """The command-line spelling of a setting: ``inner_lr`` -> ``--inner-lr``."""
-  return "--" + name.replace("_", "-")
-
-
-@dataclasses.dataclass(frozen=True)
-class SGD:
-  """SGD with Nesterov momentum: one backprop per update."""
-
-  name: ClassVar[str] = "sgd"
-
-  @property
-  def backprops_per_update(self) -> int:
-    return 1
-
-
-@dataclasses.dataclass(frozen=True)
-class EntropySGD:
-  """Entropy-SGD (Sec. 7.1): ``entropix.entropy_sgd``, a Langevin inner loop.
-
-  The inner Nesterov buffer is kept across updates, as the authors' code does.
-  """
-
-  name: ClassVar[str] = "entropy-sgd"
-  gamma: float  # coupling gamma0
-  scoping: float  # gamma grows by 1 + scoping per update
-  inner_steps: int  # L, backprops per update
-  inner_lr: float
-  noise: float  # Langevin noise scale, temperature noise^2
-  alpha: float  # averaging of the inner iterates
-  inner_momentum: float  # Nesterov momentum of the inner loop
-
-  @property
-  def backprops_per_update(self) -> int:
-    return self.inner_steps
-
-
-@dataclasses.dataclass(frozen=True)
-class HJ:
-  """HJ as the paper's Sec. 7.2 describes it (the code's HJB class): ``entropix.hj``,
-  the noiseless inner loop, last iterate."""
-
-  name: ClassVar[str] = "hj"
-  gamma: float
-  scoping: float
-  inner_steps: int
-  inner_lr: float
-  inner_momentum: float
-
-  @property
-  def backprops_per_update(self) -> int:
-    return self.inner_steps
-
-
-@dataclasses.dataclass(frozen=True)
-class HJFixedPoint:
-  """HJ as Table 1 ran it (the code's FP class, Remark 21): ``entropix.hj_fixed_point``."""
-
-  name: ClassVar[str] = "hj-fixed-point"
-  gamma: float
-  scoping: float
-  inner_steps: int  # damped fixed-point iterations, one backprop each
-  damping: float
-
-  @property
-  def backprops_per_update(self) -> int:
-    return self.inner_steps + 1  # and the gradient at x
-
-
-@dataclasses.dataclass(frozen=True)
-class HEATUniform:
-  """HEAT as Table 1 ran it (the code's HEAT class): the Entropy-SGD loop with the
-  uniform average of x and the iterates, ``entropix.entropy_sgd(average="uniform")``."""
-
-  name: ClassVar[str] = "heat-uniform"
-  gamma: float
-  scoping: float
-  inner_steps: int
-  inner_lr: float
-  noise: float
-  inner_momentum: float
-
-  @property
-  def backprops_per_update(self) -> int:
-    return self.inner_steps
-
-
-@dataclasses.dataclass(frozen=True)
-class HEAT:
-  """HEAT (Sec. 7.3, Eq. 35): ``entropix.heat``, Gaussian smoothing."""
-
-  name: ClassVar[str] = "heat"
-  sigma: float  # perturbation scale; sigma^2 is the paper's gamma
-  scoping: float  # sigma^2 shrinks by 1 + scoping per update
-  samples: int  # backprops (perturbations) per update
-
-  @property
-  def backprops_per_update(self) -> int:
-    return self.samples
-
-
-@dataclasses.dataclass(frozen=True)
-class ElasticSGD:
-  """Elastic-SGD (Sec. 4.3, Eq. 20-21): ``entropix.elastic_sgd``. Each replica
-  steps on its own minibatches, pulled towards the replicas' mean with
-  rho = min(rho0 (1 + scoping)^k, rho_max)."""
-
-  name: ClassVar[str] = "elastic-sgd"
-  replicas: int  # parameter copies, each on devices / replicas devices
-  rho: float  # elastic coupling rho0
-  rho_max: float
-  scoping: float  # rho grows by 1 + scoping per update
-
-  @property
-  def backprops_per_update(self) -> int:
-    return 1  # per replica
-
-
-@dataclasses.dataclass(frozen=True)
-class Parle:
-  """Parle (the authors' ``DistributedESGD``, docs/guides/conventions.md):
-  ``entropix.parle``, the local-entropy loop on each replica, then the
-  elastic pull to the mean of the replicas' iterates."""
-
-  name: ClassVar[str] = "parle"
-  replicas: int
-  gamma: float  # coupling of each replica's inner loop, gamma0
-  gamma_max: float
-  rho: float
-  rho_max: float
-  scoping: float  # gamma and rho grow by 1 + scoping per update
-  inner_steps: int
-  inner_lr: float
-  noise: float
-  alpha: float
-  inner_momentum: float  # Nesterov momentum of the inner loop, kept across updates
-
-  @property
-  def backprops_per_update(self) -> int:
-    return self.inner_steps  # per replica
-
-
-OptimizerSettings = SGD | EntropySGD | HJ | HJFixedPoint | HEAT | HEATUniform | ElasticSGD | Parle
-OPTIMIZERS: dict[str, type[OptimizerSettings]] = {
-    cls.name: cls
-    for cls in (SGD, EntropySGD, HJ, HJFixedPoint, HEAT, HEATUniform, ElasticSGD, Parle)
-}
-# Optimizers whose replicas each hold their own parameters, on a replica axis.
-REPLICATED = (ElasticSGD, Parle)
-NO_INNER_LOOP = (SGD, ElasticSGD)
+# The optimizers by name: their declarations (training.optimizers).
+OPTIMIZERS: dict[str, type[Optimizer]] = REGISTRY
 SPMD = ("pmap", "shard_map")
 INPUT_SCALINGS = ("raw", "centered")
 PARAM_INITS = models.INITS
@@ -210,12 +60,12 @@ class Config:
   """Everything that defines a run, complete and checked (see :func:`build_config`)."""
 
   model: str
-  optimizer: OptimizerSettings
+  optimizer: Optimizer  # its declaration, holding its hyper-parameters
   effective_epochs: float  # the budget; a --resume may raise it
   batch_size: int
   lr: float
   lr_schedule: tuple[tuple[float, float], ...]  # (effective epoch, lr): from then on
-  momentum: float
+  momentum: float | None  # None for an optimizer that reads none (its declaration's reads)
   weight_decay: float
   seed: int
   eval_every: float  # effective epochs
@@ -250,7 +100,7 @@ class Config:
         out.update(dataclasses.asdict(value))
       elif field.name == "lr_schedule":
         out["lr_schedule"] = [list(pair) for pair in value]
-      else:
+      elif value is not None:  # a momentum the optimizer does not read
         out[field.name] = value
     return out
 
@@ -259,33 +109,38 @@ class Config:
 RESUMABLE = ("effective_epochs", *(f.name for f in dataclasses.fields(RunOptions)))
 # Every flag, in the order of Config.flags().
 FLAGS = (
-    "model", "optimizer",
-    *dict.fromkeys(f.name for cls in OPTIMIZERS.values() for f in dataclasses.fields(cls)),
+    "model", "optimizer", *HYPERS,
     "effective_epochs", "batch_size", "lr", "lr_schedule", "momentum", "weight_decay", "seed",
     "eval_every", "input_scaling", "param_init", "validation_split",
     *(f.name for f in dataclasses.fields(RunOptions)),
 )
 
-_POSITIVE = (lambda v: v > 0, "> 0")
-_NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
-_FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
-# Range of every numeric flag: (test, what it must be), or the minimum of an integer.
-_NUMBERS: dict[str, tuple[Callable[[float], bool], str]] = {
-    "effective_epochs": _POSITIVE, "lr": _POSITIVE, "momentum": _FRACTION,
-    "weight_decay": _NON_NEGATIVE, "eval_every": _POSITIVE, "gamma": _POSITIVE,
-    "scoping": _NON_NEGATIVE, "inner_lr": _POSITIVE, "noise": _NON_NEGATIVE,
-    "alpha": _FRACTION, "sigma": _POSITIVE, "inner_momentum": _FRACTION, "damping": _FRACTION,
-    "rho": _NON_NEGATIVE, "rho_max": _NON_NEGATIVE, "gamma_max": _POSITIVE,
+# The settings every run has, declared as the optimizers' own are.
+SHARED: dict[str, Hyper] = {
+    "effective_epochs": Hyper("budget", POSITIVE), "lr": Hyper("outer learning rate", POSITIVE),
+    "momentum": Hyper("outer Nesterov momentum", FRACTION),
+    "weight_decay": Hyper("L2 coefficient", NON_NEGATIVE),
+    "eval_every": Hyper("effective epochs between evaluations", POSITIVE),
+    "batch_size": Hyper("global minibatch", AT_LEAST_ONE, int),
+    "seed": Hyper("the run's seed", NON_NEGATIVE, int),
+    "devices": Hyper("devices", AT_LEAST_ONE, int),
+    "unroll": Hyper("inner-loop iterations per loop body", AT_LEAST_ONE, int),
+    "validation_split": Hyper("held-out training examples", NON_NEGATIVE, int),
 }
-_INTEGERS = {"batch_size": 1, "seed": 0, "devices": 1, "inner_steps": 1, "samples": 1,
-             "unroll": 1, "validation_split": 0, "replicas": 1}
+_SPECS: dict[str, Hyper] = {**SHARED, **HYPERS}
+# Shared settings an optimizer may not read (its declaration's ``reads``): refused if given.
+_READ = ("momentum", "weight_decay")
 
 
 # Settings that runs of one program (train.py --seeds, --sweep) may differ in:
 # the seed and the float hyper-parameters, which change no shape, loop length,
 # budget or evaluation step (the lr schedule's values, not its epochs).
-SWEEPABLE = ("seed", "lr_schedule",
-             *(n for n in _NUMBERS if n not in ("effective_epochs", "eval_every")))
+SWEEPABLE = ("seed", "lr_schedule", "lr", "momentum", "weight_decay",
+             *(n for n, spec in HYPERS.items() if spec.sweepable))
+# The settings a vmapped step of several runs takes as traced values; the
+# others (a scoping rate, a momentum that may be 0) choose Python branches.
+VMAPPABLE = ("lr", "lr_schedule", "momentum", "weight_decay",
+             *(n for n, spec in HYPERS.items() if spec.vmap))
 
 
 def check_one_program(configs: Sequence["Config"]) -> None:
@@ -312,16 +167,7 @@ def _refuse(name: str, value: Any, want: str) -> None:
 
 def _check(name: str, value: Any) -> None:
   """Raises ConfigError naming the flag when ``value`` is out of its range."""
-  if name in _INTEGERS:
-    minimum = _INTEGERS[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-      _refuse(name, value, f"an integer >= {minimum}")
-    return
-  ok, want = _NUMBERS[name]
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
-    _refuse(name, value, f"a number {want}")
-  if not math.isfinite(value) or not ok(value):
-    _refuse(name, value, want)
+  _SPECS[name].check(name, value)
 
 
 def parse_lr_schedule(text: str) -> tuple[tuple[float, float], ...]:
@@ -372,12 +218,7 @@ def _choice(name: str, value: Any, choices: Sequence[str]) -> None:
     raise ConfigError(f"{flag(name)} {value!r}: unknown; choose one of {list(choices)}")
 
 
-def _applies(name: str) -> list[str]:
-  """The optimizers that have a setting ``name``."""
-  return [o.name for o in OPTIMIZERS.values() if name in (f.name for f in dataclasses.fields(o))]
-
-
-def _optimizer_of(given: dict[str, Any]) -> tuple[str, type[OptimizerSettings], str]:
+def _optimizer_of(given: dict[str, Any]) -> tuple[str, type[Optimizer], str]:
   """(model, optimizer settings class, spmd) of the given flags, checked; and
   refuses the flags that do not apply to that optimizer."""
   model = given.get("model", "mnistfc")
@@ -386,24 +227,23 @@ def _optimizer_of(given: dict[str, Any]) -> tuple[str, type[OptimizerSettings], 
   _choice("optimizer", given.get("optimizer", "entropy-sgd"), list(OPTIMIZERS))
   cls = OPTIMIZERS[given.get("optimizer", "entropy-sgd")]
   # Replicas x devices is two mapped axes: shard_map's (pmap maps one).
-  spmd = given.get("spmd", "shard_map" if cls in REPLICATED else "pmap")
+  spmd = given.get("spmd", "shard_map" if cls.replicated else "pmap")
   _choice("spmd", spmd, SPMD)
-  if cls in REPLICATED and spmd != "shard_map":
+  if cls.replicated and spmd != "shard_map":
     raise ConfigError(f"--spmd {spmd}: --optimizer {cls.name} maps replicas x devices, two "
                       "axes, which needs --spmd shard_map (its default)")
   _choice("input_scaling", given.get("input_scaling", "raw"), INPUT_SCALINGS)
   _choice("param_init", given.get("param_init", settings.PARAM_INIT), PARAM_INITS)
-  own = [f.name for f in dataclasses.fields(cls)]
   for name in given:
-    users = _applies(name)
-    if users and name not in own:
+    users = optimizers.users(name) if name in (*HYPERS, *_READ) else []
+    if users and cls.name not in users:
       raise ConfigError(f"{flag(name)} does not apply to --optimizer {cls.name} "
                         f"(it applies to {', '.join(users)})")
   # A bool is the resolved default (Config.flags() gives it back); False is SGD's.
-  if given.get("unroll", False) is not False and cls in NO_INNER_LOOP:
+  if given.get("unroll", False) is not False and not cls.inner_loop:
     raise ConfigError(
         f"--unroll does not apply to --optimizer {cls.name} (it has no inner loop; it applies "
-        f"to {', '.join(o for o, c in OPTIMIZERS.items() if c not in NO_INNER_LOOP)})")
+        f"to {', '.join(o for o, c in OPTIMIZERS.items() if c.inner_loop)})")
   return model, cls, spmd
 
 
@@ -414,32 +254,28 @@ def per_epoch(rate: float, model: str, batch_size: int, validation_split: int) -
   return rate * batch_size / max(train, 1)
 
 
-def _values(given: dict[str, Any], model: str, cls: type[OptimizerSettings]) -> dict[str, Any]:
+def _values(given: dict[str, Any], model: str, cls: type[Optimizer]) -> dict[str, Any]:
   """The cell's recipe with the given flags over it, each checked."""
-  own = [f.name for f in dataclasses.fields(cls)]
-  defaults = settings.defaults(model, cls.name)
+  own = list(hypers(cls))
+  defaults = optimizers.defaults(model, cls.name)
   value = {name: given.get(name, defaults.get(name))
-           for name in (*defaults, "devices", "unroll", "replicas")}
+           for name in (*defaults, *own, "devices", "unroll")}
+  missing = [n for n in ("effective_epochs", "lr", "weight_decay", *own)
+             if value.get(n) is None and n != "replicas"]
+  if missing:
+    raise ConfigError(f"--optimizer {cls.name} has no recipe for --model {model} that gives "
+                      f"{', '.join(map(flag, missing))}: give them")
   for name in ("effective_epochs", "batch_size", "lr", "momentum", "weight_decay",
                "eval_every", "seed", "validation_split", *own, "devices", "unroll"):
     if (value.get(name) is not None and not (name == "unroll" and isinstance(value[name], bool))
         and not isinstance(value[name], settings.PerEpoch)):
       _check(name, value[name])
-  for low, high in (("rho", "rho_max"), ("gamma", "gamma_max")):
-    if high in own and value[high] < value[low]:
-      raise ConfigError(f"{flag(high)} {value[high]!r}: must be >= {flag(low)} {value[low]!r}")
-  if {"gamma", "inner_lr"} <= set(own):
-    try:  # the library's own check: a coupling at which the inner loop diverges
-      entropix.local_entropy(value["gamma"], inner_lr=value["inner_lr"],
-                             inner_momentum=value["inner_momentum"],
-                             weight_decay=value["weight_decay"])
-    except ValueError as e:
-      raise ConfigError(f"{flag('gamma')} {value['gamma']!r} with {flag('inner_lr')} "
-                        f"{value['inner_lr']!r}: {e}") from None
+  cls.check(value)
   if isinstance(value.get("scoping"), settings.PerEpoch):  # at this batch and data
     value["scoping"] = per_epoch(value["scoping"].rate, model, value["batch_size"],
                                  value["validation_split"])
-  value.update({k: float(v) for k, v in value.items() if k in _NUMBERS})
+  value.update({k: float(v) for k, v in value.items()
+                if k in _SPECS and _SPECS[k].kind is float and v is not None})
   if value["seed"] >= 2**32:
     _refuse("seed", value["seed"], "< 2**32")
   return value
@@ -453,7 +289,7 @@ def _schedule(given: dict[str, Any], lr: float) -> tuple[tuple[float, float], ..
   return _checked_schedule(given["lr_schedule"], repr(given["lr_schedule"]))
 
 
-def _device_count(value: dict[str, Any], cls: type[OptimizerSettings]) -> int:
+def _device_count(value: dict[str, Any], cls: type[Optimizer]) -> int:
   """The run's device count, checked against this machine, the replicas and the
   batch; sets ``value["replicas"]`` for the replicated optimizers."""
   available = jax.devices()  # every process's, in a multi-process run
@@ -467,15 +303,15 @@ def _device_count(value: dict[str, Any], cls: type[OptimizerSettings]) -> int:
     raise ConfigError(f"--devices {devices}: a run across {jax.process_count()} processes "
                       f"uses all their {len(available)} devices")
   hint = "" if value["devices"] else " (all devices; choose fewer with --devices)"
-  if cls in REPLICATED:
+  if cls.replicated:
     value["replicas"] = replicas = value["replicas"] or devices  # one replica per device
     if devices % replicas:
       raise ConfigError(f"--replicas {replicas}: must divide --devices {devices}{hint}")
     if value["seed"] + replicas > 2**32:
       _refuse("seed", value["seed"], f"< 2**32 - replicas ({replicas}): replica r uses seed + r")
-  per_replica = devices // (value["replicas"] if cls in REPLICATED else 1)
+  per_replica = devices // (value["replicas"] if cls.replicated else 1)
   if value["batch_size"] % per_replica:
-    each = f" / --replicas {value['replicas']}" if cls in REPLICATED else ""
+    each = f" / --replicas {value['replicas']}" if cls.replicated else ""
     raise ConfigError(f"--batch-size {value['batch_size']} is not divisible by --devices "
                       f"{devices}{each}{hint}")
   return devices
@@ -510,12 +346,12 @@ def build_config(**flags: Any) -> Config:
   devices = _device_count(value, cls)
   unroll = value["unroll"]
   if unroll is None:
-    unroll = (cls not in NO_INNER_LOOP and jax.devices()[0].platform == "cpu"
+    unroll = (cls.inner_loop and jax.devices()[0].platform == "cpu"
               and model in settings.UNROLL_ON_CPU)
   return Config(
       model=model, optimizer=cls(**{f.name: value[f.name] for f in dataclasses.fields(cls)}),
       effective_epochs=value["effective_epochs"], batch_size=value["batch_size"],
-      lr=value["lr"], lr_schedule=schedule, momentum=value["momentum"],
+      lr=value["lr"], lr_schedule=schedule, momentum=value.get("momentum"),
       weight_decay=value["weight_decay"], seed=value["seed"],
       eval_every=value["eval_every"], input_scaling=given.get("input_scaling", "raw"),
       param_init=given.get("param_init", settings.PARAM_INIT),
@@ -536,20 +372,13 @@ def implied_flags(flags: dict[str, Any]) -> set[str]:
   if lr is not None and flags.get("lr_schedule") == [
       list(pair) for pair in default_lr_schedule(float(lr))]:
     implied.add("lr_schedule")
-  scoping = settings.RECIPES.get((flags.get("model"), flags.get("optimizer")), {}).get("scoping")
+  scoping = (optimizers.defaults(flags["model"], flags["optimizer"]).get("scoping")
+             if flags.get("optimizer") in REGISTRY and "model" in flags else None)
   if isinstance(scoping, settings.PerEpoch) and batch_size is not None and flags.get(
       "scoping") == per_epoch(scoping.rate, flags["model"], batch_size,
                               flags.get("validation_split", 0)):
     implied.add("scoping")
   return implied
-
-
-def first_update_at(epoch: float, updates_per_epoch: float) -> int:
-  """The first update that starts at or after effective epoch ``epoch``.
-
-  Update k spans effective epochs [k, k + 1) / updates_per_epoch.
-  """
-  return max(1, math.ceil(epoch * updates_per_epoch - 1e-9))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -573,7 +402,7 @@ class Budget:
     if config.effective_epochs < one_update:
       raise ConfigError(f"--effective-epochs {config.effective_epochs}: less than one update, "
                         f"which costs {one_update:.4g} effective epochs here")
-    total = math.ceil(config.effective_epochs * per_epoch - 1e-9)
+    total = updates_in(config.effective_epochs, per_epoch)
     return cls(per_epoch, total, config.eval_every)
 
   def epochs(self, step: int) -> float:

@@ -30,7 +30,7 @@ import input_pipeline
 import models
 from entropix import diagnostics
 from training.checkpoints import Checkpointer
-from training.config import REPLICATED, ConfigError, build_config
+from training.config import ConfigError, build_config
 from training.metrics import write_atomic
 
 
@@ -81,7 +81,7 @@ def network_loss(workdir: pathlib.Path, settings: Settings) -> Network:
   if not config_file.is_file():
     raise ConfigError(f"--diagnose: {workdir} holds no config.json (not a train.py workdir)")
   config = build_config(**json.loads(config_file.read_text()))
-  if isinstance(config.optimizer, REPLICATED):
+  if config.optimizer.replicated:
     raise ConfigError(f"--diagnose: {workdir} trained {config.optimizer.name} replicas; "
                       "only single-network runs are diagnosed")
   dataset, scaling = input_pipeline.load(config.run.data_dir, config.input_scaling,
@@ -117,7 +117,10 @@ def network_loss(workdir: pathlib.Path, settings: Settings) -> Network:
            "step": int(step), "images": n, "batch": settings.batch,
            "loss": "cross-entropy of the evaluated network (re-estimated BatchNorm "
                    "statistics, dropout off) on the first training images"}
-  return Network(loss_fn, state.params, batches, about, stats)
+  # The parameters the run's evaluations measured (SWA's: its average), whose
+  # statistics the checkpoint holds.
+  params = config.optimizer.evaluated_params(state.params, state.opt_state)
+  return Network(loss_fn, params, batches, about, stats)
 
 
 def measure(loss_fn: Any, params: Any, batches: Any, settings: Settings,

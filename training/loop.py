@@ -18,7 +18,7 @@ import input_pipeline
 import models
 from training import checkpoints, devices, optimizers, settings, steps
 from training.checkpoints import Checkpointer
-from training.config import REPLICATED, Budget, Config, ConfigError, check_one_program, flag
+from training.config import VMAPPABLE, Budget, Config, ConfigError, check_one_program, flag
 from training.metrics import MetricsWriter, TrainingDiverged, write_atomic
 
 
@@ -68,12 +68,6 @@ class Program(NamedTuple):
       return tuple(trees)
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs], self.member_axis),
                         *trees)
-
-
-# The settings a vmapped step of several runs takes as traced values; the
-# others (a scoping rate, a momentum that may be 0) choose Python branches.
-VMAPPABLE = ("lr", "lr_schedule", "momentum", "weight_decay", "gamma", "inner_lr", "noise",
-             "alpha")
 
 
 def _differing(configs: Sequence[Config]) -> list[str]:
@@ -130,7 +124,7 @@ def build_program(config: Config, dataset: input_pipeline.Dataset,
   updates_per_epoch = config.updates_per_epoch(num_train)
   init = jax.jit(model.init, static_argnames="train")  # eager init is slow (2-3 s)
   runs = [config] if members is None else list(members)
-  replicated = isinstance(config.optimizer, REPLICATED)
+  replicated = config.optimizer.replicated
 
   def initial_state(run: Config) -> tuple[steps.TrainState, optax.GradientTransformation]:
     # The optimizer's noise key is set at init, from the seed; its update is
@@ -302,7 +296,7 @@ def _summary(run: _Run, history: list[dict[str, Any]], wall_s: float) -> dict[st
       "updates": last.get("step"), "devices": config.run.devices,
       **({"replicas": config.replicas, "val_error_best": last.get("val_error_best"),
           "val_error_worst": last.get("val_error_worst")}
-         if isinstance(config.optimizer, REPLICATED) else {}),
+         if config.optimizer.replicated else {}),
       "evaluated_on": (f"validation: the last {config.validation_split} training examples"
                        if config.validation_split else "test"),
       **({} if run.live else {"stopped": run.stopped}),

@@ -4,7 +4,8 @@ Sources: "Table 1", "Sec." and "Remark" are the paper; "code" is the
 authors' Table-1 code (github.com/pratikac/hamilton-jacobi); "ours" is a
 choice the paper leaves open. docs/guides/conventions.md collects what the
 paper and that code fix. :data:`RECIPES` holds each (model, optimizer)
-cell's recipe whole; the constants after it are what every cell shares.
+cell's recipe whole (each optimizer's declaration in :mod:`training.optimizers`
+takes its cells); the constants after it are what every cell shares.
 :mod:`training.config` fills every flag the user leaves out from here.
 """
 
@@ -63,7 +64,7 @@ class PerEpoch:
 #   experiments/tuning/tuning.json (10 and 5 effective epochs, one seed),
 #   then mnistfc Entropy-SGD at its full 120 with three seeds
 #   (experiments/tuning/tuning_mnistfc_entropy_sgd_full.json).
-# docs/guides/recipes.md shows them as a table (recipes_table below).
+# docs/guides/recipes.md shows them as a table (training.optimizers.recipes_table).
 RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     ("mnistfc", "sgd"): dict(effective_epochs=194, lr=0.03, weight_decay=0.0, tuned=("lr",)),
     ("mnistfc", "entropy-sgd"): dict(
@@ -172,28 +173,6 @@ MAX_SKIPPED_IN_A_ROW = 10
 UNROLL_ON_CPU = ("allcnn",)
 
 
-def defaults(model: str, optimizer: str) -> dict[str, Any]:
-  """Every default of a (model, optimizer) cell, by flag name: its recipe and
-  what every cell shares."""
-  recipe = {name: v for name, v in RECIPES[model, optimizer].items() if name != "tuned"}
-  return {"batch_size": BATCH_SIZE, "momentum": MOMENTUM, "seed": 0, "eval_every": EVAL_EVERY,
-          "validation_split": 0, **recipe}
-
-
-def _shown(value: Any, tuned: bool) -> str:
-  text = f"{value.rate:g} per epoch" if isinstance(value, PerEpoch) else f"{value:g}"
-  return text + ("†" if tuned else "")
-
-
-def recipes_table() -> str:
-  """:data:`RECIPES` as the Markdown table of docs/guides/recipes.md (``†``: tuned)."""
-  rows = ["| model | optimizer | effective epochs | lr | weight decay | the optimizer's own |",
-          "|---|---|---|---|---|---|"]
-  for (model, optimizer), recipe in RECIPES.items():
-    tuned = recipe.get("tuned", ())
-    shown = {name: _shown(v, name in tuned) for name, v in recipe.items() if name != "tuned"}
-    own = ", ".join(f"{name.replace('_', '-')} {v}" for name, v in shown.items()
-                    if name not in ("effective_epochs", "lr", "weight_decay"))
-    rows.append(f"| {model} | {optimizer} | {shown['effective_epochs']} | {shown['lr']} | "
-                f"{shown['weight_decay']} | {own or '-'} |")
-  return "\n".join(rows)
+def cells(optimizer: str) -> dict[str, dict[str, Any]]:
+  """The recipes of ``optimizer`` in :data:`RECIPES`, by model (its declaration's ``recipes``)."""
+  return {model: recipe for (model, name), recipe in RECIPES.items() if name == optimizer}

@@ -19,7 +19,7 @@ from jax import lax
 import entropix.linen
 
 from input_pipeline import Scaling
-from training.config import HEAT, REPLICATED, SGD, Config, ElasticSGD
+from training.config import Config
 from training.devices import AXIS, REPLICA_AXIS
 
 
@@ -75,7 +75,7 @@ def make_batch_sampler(config: Config, num_train: int, seed_key: jax.Array) -> B
       rows = lax.dynamic_slice_in_dim(perm, (j % batches_per_epoch) * batch, batch)
       return (perm, new_epoch), rows
 
-    return lax.scan(one, (perm, perm_epoch), jnp.arange(config.optimizer.backprops_per_update))
+    return lax.scan(one, (perm, perm_epoch), jnp.arange(config.optimizer.minibatches_per_update))
 
   return draw
 
@@ -87,7 +87,7 @@ def draw_device_rows(
   (n devices along :data:`AXIS`: a replica's devices, with replicas)."""
   device, devices = lax.axis_index(AXIS), lax.axis_size(AXIS)
   local = config.batch_size // devices
-  first = state.step * config.optimizer.backprops_per_update
+  first = state.step * config.optimizer.minibatches_per_update
   carry, rows = draw(state.perm, state.perm_epoch, first)
   return carry, lax.dynamic_slice_in_dim(rows, device * local, local, axis=1)
 
@@ -122,16 +122,15 @@ def make_train_step(
   returned loss and error are those of minibatch 0 at x (with replicas: each
   replica's own).
   """
-  average_gradient = isinstance(config.optimizer, (SGD, ElasticSGD))
-  steps_per_update = config.optimizer.backprops_per_update
+  optimizer = config.optimizer  # its declaration: what it needs of the step
+  minibatches = optimizer.minibatches_per_update
 
   def step(state, data, keys):
     keys = jnp.asarray(keys)
-    replicated = isinstance(config.optimizer, REPLICATED)
-    key = keys[lax.axis_index(REPLICA_AXIS)] if replicated else keys[0]
+    key = keys[lax.axis_index(REPLICA_AXIS)] if optimizer.replicated else keys[0]
     draw = make_batch_sampler(config, num_train, key)
     dropout_key = jax.random.fold_in(key, 2)
-    first = state.step * steps_per_update
+    first = state.step * minibatches
     (perm, perm_epoch), rows = draw_device_rows(draw, state, config)
 
     def loss_fn(params, i):
@@ -144,14 +143,14 @@ def make_train_step(
       return loss, jnp.mean(jnp.argmax(logits, -1) != y)
 
     grad_fn = lambda params, i: jax.grad(loss_fn, has_aux=True)(params, i)[0]
-    if isinstance(config.optimizer, HEAT):
+    if not optimizer.gradient_at_x:
       # HEAT evaluates gradients only at perturbed points; the loss at x is
       # one forward pass for the record.
       loss, error = loss_fn(state.params, 0)
       grads = optax.tree.zeros_like(state.params)
     else:
       (loss, error), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, 0)
-      if average_gradient and lax.psum(1, AXIS) > 1:  # a Python int: the device count
+      if not optimizer.averages_gradients and lax.psum(1, AXIS) > 1:  # the device count
         # entropix's transforms average through axis_name; on one device the
         # mean is the gradient, but XLA would copy it through an all-reduce.
         grads = lax.pmean(grads, AXIS)
@@ -161,7 +160,7 @@ def make_train_step(
                          perm=perm, perm_epoch=perm_epoch)
     # The record's loss: over the devices and, with replicas, over them too,
     # so that the host reads one value without gathering across processes.
-    axes = (AXIS, REPLICA_AXIS) if isinstance(config.optimizer, REPLICATED) else AXIS
+    axes = (AXIS, REPLICA_AXIS) if optimizer.replicated else AXIS
     out = lax.pmean({"loss": loss, "error": error}, axes)
     return new, {**out, **skipped_updates(opt_state, axes)}
 
@@ -282,9 +281,10 @@ def make_evaluate(
     return stats, lax.psum(jnp.sum(loss), AXIS), lax.psum(jnp.sum(wrong), AXIS)
 
   def evaluate(state, data):
-    stats, loss, wrong = test(state.params, state.batch_stats, data)
+    params = config.optimizer.evaluated_params(state.params, state.opt_state)
+    stats, loss, wrong = test(params, state.batch_stats, data)
     totals = {"loss": loss, "wrong": wrong}
-    if isinstance(config.optimizer, REPLICATED):
+    if config.optimizer.replicated:
       average = lax.pmean(state.params, REPLICA_AXIS)
       _, avg_loss, avg_wrong = test(average, state.batch_stats, data)
       totals = {"loss": avg_loss, "wrong": avg_wrong, "replica_loss": loss,

@@ -53,7 +53,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 sys.path.insert(0, str(ROOT))
 import _jobs  # noqa: E402
-from training import settings, sweeps  # noqa: E402
+from training import optimizers, sweeps  # noqa: E402
 
 VALIDATION = 10_000
 BUDGET = {"mnistfc": 10.0, "lenet": 5.0}  # effective epochs per trial
@@ -119,7 +119,7 @@ def cell_job(model, optimizer, seeds, runs, extra=()):
   seed as one program (``--sweep``, ``--seeds``), each trial a member with its
   own workdir under the cell's (``runs/MODEL-OPTIMIZER/POINT/seed_N``). A
   grid value None is the cell's default, passed as its value."""
-  defaults = settings.defaults(model, optimizer)
+  defaults = optimizers.defaults(model, optimizer)
   keys = list(GRID[optimizer])
   # GRID's None is the default; where the default is also in GRID, the two
   # trials are one point of the sweep, recorded under both names.
