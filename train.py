@@ -49,7 +49,7 @@ import training
 import training.devices
 from training import optimizers, sweeps
 from training.config import INPUT_SCALINGS, PARAM_INITS, SPMD, flag
-from training.settings import BATCH_SIZE, EVAL_EVERY, MOMENTUM, PARAM_INIT
+from training.settings import BATCH_SIZE, EVAL_EVERY, KEEP_CHECKPOINTS, MOMENTUM, PARAM_INIT
 
 RECIPE = "default: the recipe"  # what --help says of a default that depends on the cell
 
@@ -124,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="run the per-device step under jax.pmap or jax.shard_map (default: pmap; "
            "shard_map for elastic-sgd and parle)")
   add("--no-progress", dest="progress", action="store_false",
-      help="no progress bar on stderr (default: shown)")
+      help="no progress bar on stderr; the evaluation lines stay (default: shown)")
+  add("--keep-checkpoints", type=int, metavar="K",
+      help=f"keep the checkpoints of the newest K evaluations in WORKDIR/checkpoints "
+           f"(default: {KEEP_CHECKPOINTS})")
   add("--diagnose", action="store_true",
       help="instead of training, measure the finished run in --workdir (its newest "
            "checkpoint) with entropix.diagnostics into WORKDIR/diagnostics.json (default: "

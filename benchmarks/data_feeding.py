@@ -34,7 +34,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import input_pipeline  # noqa: E402
 import training  # noqa: E402
 from overhead import machine  # noqa: E402
-from training import loop, steps  # noqa: E402
+from training import loop, steps, streams  # noqa: E402
 
 CASES = (("mnistfc", "sgd"), ("mnistfc", "entropy-sgd"), ("lenet", "sgd"),
          ("lenet", "entropy-sgd"))
@@ -42,7 +42,8 @@ CASES = (("mnistfc", "sgd"), ("mnistfc", "entropy-sgd"), ("lenet", "sgd"),
 
 def make_feed(config, num_train, scaling):
   """train.py's data path, without the model: per device, like the step."""
-  draw = steps.make_batch_sampler(config, num_train, jax.random.PRNGKey(config.seed))
+  draw = steps.make_batch_sampler(config, num_train,
+                                  streams.of(streams.seed_key(config.seed)).data)
 
   def feed(state, data):
     (perm, epoch), rows = steps.draw_device_rows(draw, state, config)

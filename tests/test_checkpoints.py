@@ -118,6 +118,13 @@ def test_checkpoints_from_before_param_init_resume_as_flax_initialised(tiny, tmp
   assert resumed.history[-1]["step"] == 16
 
 
+def test_the_newest_k_evaluations_checkpoints_are_kept(tiny, tmp_path):
+  result = training.train_and_evaluate(
+      tiny(optimizer="sgd", effective_epochs=0.5, eval_every=0.125, keep_checkpoints=3), tmp_path)
+  steps = [r["step"] for r in result.history]
+  assert len(steps) == 5 and checkpoints.Checkpointer(tmp_path).steps() == steps[-3:]
+
+
 def test_a_workdir_with_checkpoints_is_never_overwritten(tiny, tmp_path):
   training.train_and_evaluate(tiny(optimizer="sgd", effective_epochs=0.5), tmp_path)
   before = (tmp_path / "metrics.jsonl").read_text()

@@ -80,7 +80,7 @@ def test_a_flag_applies_exactly_to_the_optimizers_that_have_it():
 
 def test_resume_may_change_the_budget_and_run_options_only():
   assert set(cfg.RESUMABLE) == {"effective_epochs", "data_dir", "devices", "spmd", "unroll",
-                                "progress", "resume"}
+                                "progress", "resume", "keep_checkpoints"}
 
 
 def test_lr_schedule_parses_and_refuses_bad_pairs():
@@ -154,7 +154,8 @@ def test_a_cells_recipe_is_one_entry_of_the_settings():
                                                 damping=0.75),
       effective_epochs=84.0, lr=0.1, lr_schedule=cfg.default_lr_schedule(0.1),
       weight_decay=0.0, **shared, run=cfg.RunOptions(
-          data_dir="mnist", devices=1, spmd="pmap", unroll=False, progress=True, resume=False))
+          data_dir="mnist", devices=1, spmd="pmap", unroll=False, progress=True, resume=False,
+          keep_checkpoints=2))
   assert settings.RECIPES["lenet", "hj-fixed-point"]["tuned"] == ("lr", "gamma")
   parle = cfg.build_config(model="allcnn", optimizer="parle", devices=1, data_dir="cifar")
   assert parle.optimizer == replicas.Parle(

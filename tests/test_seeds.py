@@ -197,6 +197,9 @@ def test_train_py_sweeps_a_grid_with_seeds(mnist_dir, tmp_path, capsys):
             "lr=0.2,weight-decay=0.001"]
   assert [s["workdir"] for s in summaries] == [str(tmp_path / p / f"seed_{s}")
                                                for p in points for s in (0, 1)]
+  # Each summary names its point (the lr schedule that follows the lr is implied).
+  assert [s["swept"] for s in summaries[::2]] == [
+      {"lr": lr, "weight_decay": wd} for lr in (0.05, 0.2) for wd in (0.0, 1e-3)]
   saved = json.loads((tmp_path / points[3] / "seed_1" / "config.json").read_text())
   assert (saved["lr"], saved["weight_decay"], saved["seed"]) == (0.2, 1e-3, 1)
   assert saved["lr_schedule"][0] == [60.0, pytest.approx(0.04)]  # the default follows the lr

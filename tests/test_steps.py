@@ -9,7 +9,7 @@ import pytest
 import input_pipeline
 import models
 import training
-from training import steps
+from training import steps, streams
 
 
 def test_batches_are_a_fresh_permutation_every_epoch():
@@ -105,12 +105,12 @@ def test_each_minibatch_of_an_update_has_its_own_dropout_key(tiny):
                           np.ones((4, 28, 28), np.uint8), np.zeros(4, np.int32), np.ones(4))
   parallel = devices.Parallel(jax.local_devices()[:1], "pmap")
   one_step = steps.make_train_step(spy, tx, config, 8, input_pipeline.SCALINGS["raw"])
-  keys = steps.seed_keys(config)
+  keys = streams.seed_keys(config)
   step = parallel.map(lambda s, d: one_step(s, d, keys))
   state = parallel.put(state)
   for _ in range(2):
     state, out = step(state, parallel.put(data))
   jax.block_until_ready(out)
-  dropout_key = jax.random.fold_in(seed_key, 2)
+  dropout_key = streams.of(seed_key).dropout
   want = [tuple(np.asarray(jax.random.fold_in(dropout_key, j))) for j in range(6)]
   assert sorted(set(spy.keys)) == sorted(want)  # minibatch j of the run: fold_in(key, j)

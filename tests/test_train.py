@@ -91,8 +91,11 @@ def test_a_run_prints_its_summary_last_and_exits_1_on_nan(mnist_dir, tmp_path, c
   flags = ["--optimizer", "sgd", "--batch-size", "16", "--data-dir", mnist_dir, "--devices", "1",
            "--effective-epochs", "0.25", "--no-progress", "--input-scaling", "centered"]
   assert train.main([*flags, "--workdir", str(tmp_path / "ok")]) == 0
-  summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+  out = capsys.readouterr()
+  summary = json.loads(out.out.splitlines()[-1])
   assert summary["updates"] == 4 and summary["workdir"] == str(tmp_path / "ok")
+  # --no-progress hides the bar, not the evaluations.
+  assert "update 4 (effective epoch 0.25): val_error" in out.err
   assert train.main([*flags, "--lr", "1e30", "--workdir", str(tmp_path / "nan")]) == 1
   assert "loss is nan" in capsys.readouterr().err
 

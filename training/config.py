@@ -53,6 +53,7 @@ class RunOptions:
   unroll: int | bool  # inner-loop iterations per compiled loop body
   progress: bool
   resume: bool
+  keep_checkpoints: int  # the newest K evaluations' checkpoints are kept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +127,7 @@ SHARED: dict[str, Hyper] = {
     "devices": Hyper("devices", AT_LEAST_ONE, int),
     "unroll": Hyper("inner-loop iterations per loop body", AT_LEAST_ONE, int),
     "validation_split": Hyper("held-out training examples", NON_NEGATIVE, int),
+    "keep_checkpoints": Hyper("checkpoints kept", AT_LEAST_ONE, int),
 }
 _SPECS: dict[str, Hyper] = {**SHARED, **HYPERS}
 # Shared settings an optimizer may not read (its declaration's ``reads``): refused if given.
@@ -344,6 +346,8 @@ def build_config(**flags: Any) -> Config:
                       "cifar-10-batches-bin directory) or --data-dir tfds:cifar10 (needs "
                       "tensorflow-datasets)")
   devices = _device_count(value, cls)
+  keep = given.get("keep_checkpoints", settings.KEEP_CHECKPOINTS)
+  _check("keep_checkpoints", keep)
   unroll = value["unroll"]
   if unroll is None:
     unroll = (cls.inner_loop and jax.devices()[0].platform == "cpu"
@@ -359,7 +363,8 @@ def build_config(**flags: Any) -> Config:
       run=RunOptions(data_dir=str(data_dir), devices=devices,
                      spmd=spmd, unroll=unroll,
                      progress=bool(given.get("progress", True)),
-                     resume=bool(given.get("resume", False))),
+                     resume=bool(given.get("resume", False)),
+                     keep_checkpoints=keep),
   )
 
 

@@ -16,9 +16,10 @@ import optax
 
 import input_pipeline
 import models
-from training import checkpoints, devices, optimizers, settings, steps
+from training import checkpoints, devices, optimizers, settings, steps, streams
 from training.checkpoints import Checkpointer
-from training.config import VMAPPABLE, Budget, Config, ConfigError, check_one_program, flag
+from training.config import (VMAPPABLE, Budget, Config, ConfigError, check_one_program, flag,
+                             implied_flags)
 from training.metrics import MetricsWriter, TrainingDiverged, write_atomic
 
 
@@ -129,22 +130,20 @@ def build_program(config: Config, dataset: input_pipeline.Dataset,
   def initial_state(run: Config) -> tuple[steps.TrainState, optax.GradientTransformation]:
     # The optimizer's noise key is set at init, from the seed; its update is
     # the same for every seed.
-    tx = optimizers.make_optimizer(run, updates_per_epoch,
-                                   jax.random.fold_in(jax.random.PRNGKey(run.seed), 3),
-                                   devices.AXIS)
+    tx = optimizers.make_optimizer(
+        run, updates_per_epoch, streams.of(streams.seed_key(run.seed)).optimizer, devices.AXIS)
 
     def one(key: jax.Array) -> steps.TrainState:
-      variables = init(jax.random.fold_in(key, 0), scaling(dataset.train_images[:1]),
-                       train=False)
+      variables = init(streams.of(key).init, scaling(dataset.train_images[:1]), train=False)
       return steps.TrainState(
           step=np.zeros((), np.int32), params=variables["params"],
           batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]),
           perm=np.zeros(num_train, np.int32), perm_epoch=np.full((), -1, np.int32))
 
     if not replicated:
-      return jax.tree.map(np.asarray, one(jax.random.PRNGKey(run.seed))), tx
-    # Replica r starts from its own initialisation, PRNGKey(seed + r) (steps.seed_keys).
-    copies = [one(jax.random.PRNGKey(s)) for s in steps.replica_seeds(run)]
+      return jax.tree.map(np.asarray, one(streams.seed_key(run.seed))), tx
+    # Replica r starts from its own initialisation, seed + r's (streams.seed_keys).
+    copies = [one(streams.seed_key(s)) for s in streams.replica_seeds(run)]
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *copies), tx
 
   states, txs = zip(*map(initial_state, runs))
@@ -162,7 +161,7 @@ def build_program(config: Config, dataset: input_pipeline.Dataset,
   train_steps = [steps.make_train_step(model, tx, run, num_train, scaling)
                  for tx, run in zip(txs, runs)]
   evaluate = steps.make_evaluate(model, config, num_train, scaling, eval_batch)
-  keys = [steps.seed_keys(run) for run in runs]
+  keys = [streams.seed_keys(run) for run in runs]
   if members is None:
     return Program(parallel, states[0], data,
                    parallel.map(lambda s, d: train_steps[0](s, d, keys[0])),
@@ -229,11 +228,12 @@ class _Run:
     self.config, self.workdir, self.label = config, pathlib.Path(workdir), label
     if self.workdir.exists() and not self.workdir.is_dir():
       raise ConfigError(f"--workdir {self.workdir}: exists and is not a directory")
-    self.checkpointer = Checkpointer(self.workdir)
+    self.checkpointer = Checkpointer(self.workdir, keep=config.run.keep_checkpoints)
     self.saved = self.checkpointer.resume_point(config)
     self.metrics: MetricsWriter | None = None
     self.stopped: str | None = None  # why it stopped before its budget
     self.left_out: str | None = None  # why it did not train with the others
+    self.swept: dict[str, Any] = {}  # in a group: its values of the settings the runs differ in
 
   @property
   def live(self) -> bool:
@@ -301,6 +301,7 @@ def _summary(run: _Run, history: list[dict[str, Any]], wall_s: float) -> dict[st
                        if config.validation_split else "test"),
       **({} if run.live else {"stopped": run.stopped}),
       **({"left_out": run.left_out} if run.left_out else {}),
+      **({"swept": run.swept} if run.swept else {}),
       "wall_s": round(wall_s, 3), "workdir": str(run.workdir),
   }
 
@@ -370,6 +371,10 @@ def train_group(configs: Sequence[Config], workdirs: Sequence[str | os.PathLike[
   _check_vmap(configs, vmap)
   runs = [_Run(c, w, None if labels is None else labels[i])
           for i, (c, w) in enumerate(zip(configs, workdirs))]
+  for run in runs:  # a sweep point's summary names its values (not those they imply)
+    flags = run.config.flags()
+    run.swept = {name: flags[name] for name in _differing(configs)
+                 if name not in implied_flags(flags)}
   return _train(runs, group=True, vmap=vmap)
 
 

@@ -53,6 +53,7 @@ class MetricsWriter:
     self._clock: float | None = None  # training time starts after the first update
     self._paused, self._timed, self._eval_seconds = 0.0, 0, []
     self._progress = progress = progress and writes
+    self._writes = writes
     self._file = None
     if writes:
       write_atomic(path, "".join(json.dumps(r) + "\n" for r in self.history))
@@ -71,9 +72,11 @@ class MetricsWriter:
     return self._progress
 
   def write(self, line: str) -> None:
-    """A line on stderr above the bar (only where the bar is shown)."""
+    """A line on stderr: above the bar where it is shown (the process that writes)."""
     if self._progress:
       self._bar.write(self._label + line, file=sys.stderr)
+    elif self._writes:
+      print(self._label + line, file=sys.stderr, flush=True)
 
   def update(self, step: int, loss: float, error: float, skipped: int | None = None,
              skipped_in_a_row: int = 0) -> None:

@@ -159,6 +159,9 @@ BATCH_SIZE = 128  # code and Sec. 7
 # and BatchNorm scales U(0, 1) (models.layers). "flax" gives Flax's defaults.
 PARAM_INIT = "pytorch-legacy"  # code
 EVAL_EVERY = 5.0  # effective epochs between evaluations (ours)
+# The newest evaluations' checkpoints kept (ours): a resume needs one, a
+# group of runs resuming together the newest update every run kept.
+KEEP_CHECKPOINTS = 2
 EVAL_BATCH = 1000  # test examples per evaluation batch (ours; any value gives the same numbers)
 # entropix's optimizers skip an update whose inner loop is not finite; this
 # many in a row and the run stops as diverged (ours: fresh minibatches and

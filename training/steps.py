@@ -19,6 +19,7 @@ from jax import lax
 import entropix.linen
 
 from input_pipeline import Scaling
+from training import streams
 from training.config import Config
 from training.devices import AXIS, REPLICA_AXIS
 
@@ -50,7 +51,7 @@ BatchDrawer = Callable[[jax.Array, jax.Array, jax.Array],
                        tuple[tuple[jax.Array, jax.Array], jax.Array]]
 
 
-def make_batch_sampler(config: Config, num_train: int, seed_key: jax.Array) -> BatchDrawer:
+def make_batch_sampler(config: Config, num_train: int, data_key: jax.Array) -> BatchDrawer:
   """``draw(perm, perm_epoch, first) -> ((perm, perm_epoch), rows)``: L minibatches.
 
   Minibatch j (counted over the whole run) is rows ``(j mod E) * B ...`` of
@@ -60,7 +61,6 @@ def make_batch_sampler(config: Config, num_train: int, seed_key: jax.Array) -> B
   once per epoch, not per minibatch.
   """
   batch, batches_per_epoch = config.batch_size, num_train // config.batch_size
-  data_key = jax.random.fold_in(seed_key, 1)
 
   def draw(perm, perm_epoch, first):
     def one(carry, i):
@@ -92,20 +92,8 @@ def draw_device_rows(
   return carry, lax.dynamic_slice_in_dim(rows, device * local, local, axis=1)
 
 
-def replica_seeds(config: Config) -> list[int]:
-  """Replica r's seed, seed + r: the authors' Parle code seeds replica r so
-  (its own initialisation, data order and dropout). One replica: the seed."""
-  return [config.seed + r for r in range(config.replicas)]
-
-
-def seed_keys(config: Config) -> np.ndarray:
-  """The run's seed keys, uint32[replicas, 2]: ``PRNGKey(seed + r)`` for replica r
-  (one row, ``PRNGKey(seed)``, without replicas). Built on the host: seed + r
-  may pass int32, which a traced sum would wrap."""
-  return np.stack([np.asarray(jax.random.PRNGKey(s)) for s in replica_seeds(config)])
-
-
-# step(state, data, keys) -> (state, metrics): one update, ``keys`` the run's seed_keys.
+# step(state, data, keys) -> (state, metrics): one update, ``keys`` the run's
+# streams.seed_keys.
 TrainStep = Callable[[TrainState, DeviceData, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
 
 
@@ -115,10 +103,11 @@ def make_train_step(
 ) -> TrainStep:
   """The per-device update: draws L minibatches on the device, then one update.
 
-  ``keys`` (:func:`seed_keys`) give this device's replica its data order,
-  dropout and noise: the step depends on the seed through them alone (the
-  optimizer's own noise key is in ``state.opt_state``). Minibatch j's dropout
-  key is ``fold_in(key, j)``, the same on every device of a replica; the
+  ``keys`` (:func:`training.streams.seed_keys`) give this device's replica
+  its data order and dropout (:mod:`training.streams`): the step depends on
+  the seed through them alone (the optimizer's own stream is in
+  ``state.opt_state``). Minibatch j's dropout key is ``fold_in(dropout, j)``,
+  the same on every device of a replica; the
   returned loss and error are those of minibatch 0 at x (with replicas: each
   replica's own).
   """
@@ -128,8 +117,9 @@ def make_train_step(
   def step(state, data, keys):
     keys = jnp.asarray(keys)
     key = keys[lax.axis_index(REPLICA_AXIS)] if optimizer.replicated else keys[0]
-    draw = make_batch_sampler(config, num_train, key)
-    dropout_key = jax.random.fold_in(key, 2)
+    run_streams = streams.of(key)
+    draw = make_batch_sampler(config, num_train, run_streams.data)
+    dropout_key = run_streams.dropout
     first = state.step * minibatches
     (perm, perm_epoch), rows = draw_device_rows(draw, state, config)
 
