@@ -7,8 +7,11 @@
   ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``; ``"mnist"`` names
   the copy bundled in ``data/mnist``;
 * a ``cifar-10-batches-bin`` directory (CIFAR-10's binary files);
-* ``"tfds:mnist"`` or ``"tfds:cifar10"`` (``"tfds"`` for short): the dataset
-  through tensorflow-datasets' ``data_source`` (:func:`load_tfds`).
+* ``"fashion_mnist"``: Fashion-MNIST, from tensorflow-datasets or an IDX
+  folder, checksummed (:func:`load_fashion_mnist`);
+* ``"tfds:mnist"``, ``"tfds:fashion_mnist"`` or ``"tfds:cifar10"`` (``"tfds"``
+  for short): the dataset through tensorflow-datasets' ``data_source``
+  (:func:`load_tfds`).
 
 It returns the images as stored (uint8 for IDX) and the :class:`Scaling` that
 feeds them to a network; CIFAR-10 comes globally contrast normalised and ZCA
@@ -25,6 +28,7 @@ wrong checksum) raises :class:`DataError` naming the file and what is wrong.
 import dataclasses
 import gzip
 import hashlib
+import importlib.util
 import os
 import pathlib
 import zlib
@@ -60,15 +64,15 @@ class Dataset:
   def num_classes(self) -> int:
     return int(max(self.train_labels.max(), self.test_labels.max())) + 1
 
-  def check(self, *, batch_size: int, num_classes: int) -> None:
-    """Raises DataError unless minibatches of ``batch_size`` and a ``num_classes``-way
-    classifier fit this dataset."""
+  def check(self, *, batch_size: int, num_classes: int | None = None) -> None:
+    """Raises DataError unless minibatches of ``batch_size`` (and a ``num_classes``-way
+    classifier, if given) fit this dataset."""
     n = self.train_images.shape[0]
     if n < batch_size:
       raise DataError(f"batch size {batch_size} is larger than the {n} training examples")
     if self.test_images.shape[0] == 0:
       raise DataError("the test set is empty")
-    if self.num_classes > num_classes:
+    if num_classes is not None and self.num_classes > num_classes:
       raise DataError(f"the dataset has {self.num_classes} classes; the network has "
                       f"{num_classes} outputs")
 
@@ -125,10 +129,14 @@ def _read_bytes(path: pathlib.Path) -> bytes:
     raise DataError(f"{path}: corrupt gzip data ({err})") from err
 
 
-def read_idx(path: str | pathlib.Path, ndim: int) -> np.ndarray:
-  """Reads one IDX file (gzip or not) holding an array of ``ndim`` dimensions."""
+def read_idx(path: str | pathlib.Path, ndim: int, sha256: str | None = None) -> np.ndarray:
+  """Reads one IDX file (gzip or not) holding an array of ``ndim`` dimensions;
+  ``sha256``: the digest its (decompressed) contents must have."""
   path = pathlib.Path(path)
   data = _read_bytes(path)
+  if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+    raise DataError(f"{path}: bad checksum: its contents have sha256 "
+                    f"{hashlib.sha256(data).hexdigest()}, expected {sha256}")
   if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
     raise DataError(f"{path}: bad magic number {data[:4].hex()!r}, not an IDX file")
   if data[3] != ndim:
@@ -164,15 +172,17 @@ def verify_checksums(directory: pathlib.Path) -> None:
       raise DataError(f"{path}: bad checksum sha256 {actual}, expected {digest}")
 
 
-def load_idx_dataset(directory: str | pathlib.Path | None = None) -> Dataset:
-  """Loads the four IDX files of ``directory`` (default: the bundled MNIST)."""
+def load_idx_dataset(directory: str | pathlib.Path | None = None,
+                     sha256: dict[str, str] | None = None) -> Dataset:
+  """Loads the four IDX files of ``directory`` (default: the bundled MNIST);
+  ``sha256``: by IDX_NAMES key, the digest of each file's decompressed contents."""
   directory = pathlib.Path(directory) if directory is not None else BUNDLED_MNIST
   if not directory.is_dir():
     raise DataError(f"{directory}: no such directory")
   verify_checksums(directory)
   paths = {key: _find(directory, name) for key, name in IDX_NAMES.items()}
   arrays = {
-      key: read_idx(path, 1 if key.endswith("labels") else 3)
+      key: read_idx(path, 1 if key.endswith("labels") else 3, (sha256 or {}).get(key))
       for key, path in paths.items()
   }
   for split in ("train", "test"):
@@ -230,7 +240,7 @@ def load_cifar10(directory: str | pathlib.Path) -> Dataset:
 
 
 # The tensorflow-datasets names load() reads ("tfds:NAME"), and their image shapes.
-TFDS_DATASETS = {"mnist": (28, 28), "cifar10": (32, 32, 3)}
+TFDS_DATASETS = {"mnist": (28, 28), "fashion_mnist": (28, 28), "cifar10": (32, 32, 3)}
 
 
 def load_tfds(name: str, data_dir: str | pathlib.Path | None = None) -> Dataset:
@@ -338,8 +348,43 @@ def whiten_cifar10(dataset: Dataset, cache_dir: str | pathlib.Path | None = None
   return dataclasses.replace(dataset, train_images=whiten(train), test_images=whiten(test))
 
 
+# Fashion-MNIST (Xiao et al., 2017) by name: tensorflow-datasets' copy where
+# one is prepared, else the four IDX files in the first of these folders that
+# holds them ($ENTROPIX_FASHION_MNIST, then where Debian's dataset-fashion-mnist
+# package installs them).
+FASHION_MNIST_ENV = "ENTROPIX_FASHION_MNIST"
+FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
+# SHA-256 of each file's decompressed contents, the same whoever compressed it
+# (Debian's package recompressed zalandoresearch/fashion-mnist's files; its
+# labels are byte for byte theirs).
+FASHION_MNIST_SHA256 = {
+    "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+
+
+def load_fashion_mnist() -> Dataset:
+  """Fashion-MNIST: from tensorflow-datasets where it is prepared, else from an IDX
+  folder (``$ENTROPIX_FASHION_MNIST``, then Debian's), its contents checksummed."""
+  if importlib.util.find_spec("tensorflow_datasets") is not None:
+    try:
+      return load_tfds("fashion_mnist")
+    except DataError:
+      pass  # installed, but this dataset is not prepared: the IDX folders
+  folders = [pathlib.Path(p) for p in (os.environ.get(FASHION_MNIST_ENV),) if p]
+  for folder in (*folders, FASHION_MNIST_DIR):
+    if folder.is_dir():
+      return load_idx_dataset(folder, FASHION_MNIST_SHA256)
+  raise DataError(
+      "fashion_mnist: not found. Install Debian's package (apt install "
+      f"dataset-fashion-mnist: {FASHION_MNIST_DIR}), or put the four IDX files in a folder "
+      f"named by ${FASHION_MNIST_ENV}, or prepare tfds's copy (tfds:fashion_mnist)")
+
+
 # Dataset names load() accepts besides directories ("tfds" is "tfds:cifar10").
-NAMES = ("mnist", "tfds", *(f"tfds:{name}" for name in TFDS_DATASETS))
+NAMES = ("mnist", "fashion_mnist", "tfds", *(f"tfds:{name}" for name in TFDS_DATASETS))
 
 
 def load(source: str | pathlib.Path, input_scaling: str = "raw",
@@ -347,7 +392,7 @@ def load(source: str | pathlib.Path, input_scaling: str = "raw",
   """The dataset of ``source`` and the scaling that feeds it to a network.
 
   Args:
-    source: ``"mnist"`` (the bundled copy), ``"tfds:mnist"`` or
+    source: ``"mnist"`` (the bundled copy), ``"fashion_mnist"``, ``"tfds:mnist"`` or
       ``"tfds:cifar10"`` (through tensorflow-datasets, :func:`load_tfds`;
       ``"tfds"`` is ``"tfds:cifar10"``), a directory of IDX files, or a
       directory holding CIFAR-10's ``data_batch_1.bin``.
@@ -365,11 +410,13 @@ def load(source: str | pathlib.Path, input_scaling: str = "raw",
   split = (lambda d: d.hold_out(validation_split)) if validation_split else (lambda d: d)
   if str(source) == "mnist":
     return split(load_idx_dataset(BUNDLED_MNIST)), SCALINGS[input_scaling]
+  if str(source) == "fashion_mnist":
+    return split(load_fashion_mnist()), SCALINGS[input_scaling]
   source = "tfds:cifar10" if str(source) == "tfds" else source
   if str(source).startswith("tfds:"):
     name = str(source)[len("tfds:"):]
     dataset = load_tfds(name)
-    if name == "mnist":
+    if name != "cifar10":  # MNIST's format
       return split(dataset), SCALINGS[input_scaling]
   elif not (pathlib.Path(source) / CIFAR_TRAIN_FILES[0]).is_file():
     return split(load_idx_dataset(source)), SCALINGS[input_scaling]

@@ -46,6 +46,7 @@ import jax
 import input_pipeline
 import models
 import training
+import training.config
 import training.devices
 from training import optimizers, sweeps
 from training.config import INPUT_SCALINGS, PARAM_INITS, SPMD, flag
@@ -61,9 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog="The recipe: the default of the --model and --optimizer chosen (paper Table 1's "
              "budget, its settings, the tuned values), one table in docs/guides/recipes.md.")
-  add = parser.add_argument
-  add("--model", default="mnistfc", choices=sorted(models.REGISTRY),
-      help="network (default: %(default)s); mnistfc and lenet train on MNIST, allcnn on CIFAR-10")
+  _add_cell_flags(parser.add_argument_group(
+      "what to train (a cell of the recipes table: --model, --optimizer and their settings)"))
+  _add_run_flags(parser.add_argument_group("data, seeds, output"))
+  _add_process_flags(parser)
+  return parser
+
+
+def _add_cell_flags(group: argparse._ArgumentGroup) -> None:
+  add = group.add_argument
+  add("--model", default="mnistfc", choices=list(models.NETWORKS),
+      help="network (default: %(default)s): " + "; ".join(
+          f"{name}, {net.summary}" for name, net in models.NETWORKS.items()))
   add("--optimizer", default="entropy-sgd", choices=list(optimizers.REGISTRY),
       help="algorithm (default: %(default)s): " + "; ".join(
           f"{name}, {cls.summary}" for name, cls in optimizers.REGISTRY.items()))
@@ -88,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
   add("--weight-decay", type=float,
       help=f"L2 coefficient: inside the inner loop where there is one, else on the outer "
            f"step ({RECIPE})")
+
+
+def _add_run_flags(group: argparse._ArgumentGroup) -> None:
+  add = group.add_argument
   add("--seed", type=int, help="of the initialisation, data order, dropout, noise (default: 0)")
   add("--seeds", type=sweeps.seed_list, metavar="S,S,...",
       help="train several seeds as one compiled program; seed n's records go to "
@@ -96,9 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
       help="train the grid of these values (repeat for more settings: every combination, "
            "with each of --seeds) as one program, point p in WORKDIR/p, e.g. lr=0.1,0.3 "
            "(default: none)")
+  add("--dataset", choices=training.config.DATASETS,
+      help="a dataset by name, found where it is installed (fashion_mnist: tensorflow-datasets' "
+           "copy, else $ENTROPIX_FASHION_MNIST or Debian's /usr/share/datasets/fashion-mnist, "
+           "checksummed) (default: the network's, as --data-dir)")
   add("--data-dir", metavar="DIR",
-      help="mnistfc, lenet: a directory of the four IDX files or 'tfds:mnist' (default: the "
-           "bundled MNIST); allcnn: a cifar-10-batches-bin directory or 'tfds:cifar10' "
+      help="mnistfc, lenet, cnn: a directory of the four IDX files or 'tfds:mnist' (default: "
+           "the bundled MNIST); allcnn: a cifar-10-batches-bin directory or 'tfds:cifar10' "
            "(default: none, required)")
   add("--workdir", metavar="DIR",
       help="receives config.json, metrics.jsonl and checkpoints/ "
@@ -114,12 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
   add("--validation-split", type=int, metavar="N",
       help="train on all but the last N training images and evaluate on those N instead of "
            "the test set, for tuning (default: 0, off)")
-  add("--input-scaling", default="raw", choices=INPUT_SCALINGS,
+  own = lambda name: ", ".join(f"{n} {net.defaults[name]}" for n, net in models.NETWORKS.items()
+                               if name in net.defaults)
+  add("--input-scaling", choices=INPUT_SCALINGS,
       help="MNIST pixels: raw 0..255 as the paper, or centered (x - 126) / 126 as the "
-           "authors' Lua code (default: %(default)s)")
-  add("--param-init", default=PARAM_INIT, choices=PARAM_INITS,
+           f"authors' Lua code (default: raw; {own('input_scaling')})")
+  add("--param-init", choices=PARAM_INITS,
       help="parameter initialisation: PyTorch 0.x's defaults, as the authors' Table-1 code "
-           "ran, or Flax's (default: %(default)s)")
+           f"ran, or Flax's (default: {PARAM_INIT}; {own('param_init')})")
   add("--spmd", choices=SPMD,
       help="run the per-device step under jax.pmap or jax.shard_map (default: pmap; "
            "shard_map for elastic-sgd and parle)")
@@ -132,8 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
       help="instead of training, measure the finished run in --workdir (its newest "
            "checkpoint) with entropix.diagnostics into WORKDIR/diagnostics.json (default: "
            "train)")
-  _add_process_flags(parser)
-  return parser
 
 
 def _add_process_flags(parser: argparse.ArgumentParser) -> None:

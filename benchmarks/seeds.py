@@ -42,7 +42,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import input_pipeline  # noqa: E402
 import training  # noqa: E402
 from overhead import machine  # noqa: E402
-from training import loop  # noqa: E402
+from training import loop, sweeps  # noqa: E402
 
 TARGET_SECONDS = 1.0  # time per measurement, so short updates are repeated
 
@@ -52,8 +52,9 @@ class Updates:
 
   def __init__(self, model, optimizer, dataset, scaling, seeds, vmap=None):
     config = training.build_config(model=model, optimizer=optimizer, devices=1)
-    members = None if seeds is None else [dataclasses.replace(config, seed=s) for s in seeds]
-    self.program = loop.build_program(config, dataset, scaling, members, vmap)
+    self.program = (loop.build_program(config, dataset, scaling) if seeds is None else
+                    sweeps.build_group_program([dataclasses.replace(config, seed=s) for s in seeds],
+                                               dataset, scaling, vmap))
     self.state = self.program.parallel.put_state(self.program.state)
     start = time.perf_counter()
     self.step()

@@ -1,4 +1,8 @@
-"""The paper's three networks (Flax linen), looked up by name.
+"""The networks train.py trains (Flax linen), one declaration each, looked up by name.
+
+Each module here declares one network as ``NETWORK`` (:class:`models.network.Network`:
+its module, input shape, default data and defaults); importing the package
+registers every one in :data:`NETWORKS`, the paper's three first.
 
 Each model is called as ``model.apply(variables, x, train=..., rngs=...)``:
 ``train=True`` uses batch statistics and dropout (pass
@@ -11,41 +15,50 @@ dropout mask depends only on its position in the global batch
 (:class:`models.layers.Dropout`). No optimizer code lives here.
 """
 
-from collections.abc import Callable
+import importlib
+import pkgutil
 
 import flax.linen as nn
 
-from models.allcnn import AllCNN
 from models.layers import INITS, check_init
-from models.lenet import LeNet
-from models.mnistfc import MnistFC
+from models.network import Network
 
-REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    "mnistfc": MnistFC,
-    "lenet": LeNet,
-    "allcnn": AllCNN,
-}
+# The paper's first, in --help's order; then every other module, by name.
+_FIRST = ("mnistfc", "lenet", "allcnn")
+_NOT_NETWORKS = ("layers", "network")
 
 
-# The image shape each network was built for (the paper's datasets).
-INPUT_SHAPES: dict[str, tuple[int, ...]] = {
-    "mnistfc": (28, 28),
-    "lenet": (28, 28),
-    "allcnn": (32, 32, 3),
-}
+def _discover() -> dict[str, Network]:
+  names = [m.name for m in pkgutil.iter_modules(__path__)
+           if not m.name.startswith("_") and m.name not in _NOT_NETWORKS]
+  found: dict[str, Network] = {}
+  for module_name in (*_FIRST, *sorted(set(names) - set(_FIRST))):
+    network = getattr(importlib.import_module(f"{__name__}.{module_name}"), "NETWORK", None)
+    if not isinstance(network, Network):
+      raise TypeError(f"models/{module_name}.py declares no NETWORK = models.network.Network(...)")
+    if network.name in found:
+      raise TypeError(f"two networks named {network.name!r}")
+    found[network.name] = network
+  return found
 
 
-def create(name: str, *, axis_name: str | None = None, param_init: str = "flax") -> nn.Module:
-  """The network registered as ``name`` (mnistfc, lenet or allcnn), initialised as ``param_init``.
+NETWORKS: dict[str, Network] = _discover()
+
+
+def create(name: str, *, axis_name: str | None = None, param_init: str = "flax",
+           num_classes: int = 10) -> nn.Module:
+  """The network registered as ``name``, initialised as ``param_init``, with
+  ``num_classes`` outputs.
 
   ``param_init`` is one of :data:`INITS`: ``"flax"`` (Flax's defaults) or
   ``"pytorch-legacy"`` (PyTorch 0.x's, which the authors' code ran on:
   weights and biases U(+-1 / sqrt(fan_in)), BatchNorm scale U(0, 1)).
   """
-  if name not in REGISTRY:
-    raise ValueError(f"unknown model {name!r}; choose one of {sorted(REGISTRY)}")
+  if name not in NETWORKS:
+    raise ValueError(f"unknown model {name!r}; choose one of {sorted(NETWORKS)}")
   check_init(param_init)
-  return REGISTRY[name](axis_name=axis_name, param_init=param_init)
+  return NETWORKS[name].module(axis_name=axis_name, param_init=param_init,
+                               num_classes=num_classes)
 
 
-__all__ = ["INITS", "INPUT_SHAPES", "AllCNN", "LeNet", "MnistFC", "REGISTRY", "create"]
+__all__ = ["INITS", "NETWORKS", "Network", "create"]

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 
 from models.layers import layer_init, norm_and_dropout
+from models.network import Network
 
 
 class AllCNN(nn.Module):
@@ -20,10 +21,12 @@ class AllCNN(nn.Module):
       statistics over it, dropout masks follow each example's global position.
     param_init: parameter initialisation, one of ``models.layers.INITS``: Flax's
       defaults, or "pytorch-legacy", those of the authors' PyTorch 0.x code.
+    num_classes: outputs (the dataset's classes).
   """
 
   axis_name: str | None = None
   param_init: str = "flax"
+  num_classes: int = 10
 
   @nn.compact
   def __call__(
@@ -46,5 +49,16 @@ class AllCNN(nn.Module):
       x = drop(x, 0.5)
     x = conv_bn(x, 192)
     x = conv_bn(x, 192)
-    x = conv_bn(x, 10, kernel=1)
+    x = conv_bn(x, self.num_classes, kernel=1)
     return x.mean(axis=(1, 2))
+
+
+# CIFAR-10 (Sec. 8), not bundled: --data-dir is required. XLA:CPU runs its
+# convolutions several times slower inside a loop body than outside
+# (jax-ml/jax#12868): its inner loops are unrolled on a CPU, for a compile
+# time that grows with L.
+NETWORK = Network(name="allcnn", summary="the paper's CIFAR-10 network (All-CNN-C)",
+                  module=AllCNN, input_shape=(32, 32, 3), data=None,
+                  train_examples=50_000, defaults={}, unroll_on_cpu=True,
+                  data_help="CIFAR-10: pass --data-dir DIR (a cifar-10-batches-bin directory) or "
+                            "--data-dir tfds:cifar10 (needs tensorflow-datasets)")

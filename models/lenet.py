@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 
 from models.layers import layer_init, max_pool, norm_and_dropout, patch_conv
+from models.network import Network
 
 
 class LeNet(nn.Module):
@@ -20,11 +21,13 @@ class LeNet(nn.Module):
     dropout_rate: dropout rate after each block and the hidden dense layer.
     param_init: parameter initialisation, one of ``models.layers.INITS``: Flax's
       defaults, or "pytorch-legacy", those of the authors' PyTorch 0.x code.
+    num_classes: outputs (the dataset's classes).
   """
 
   axis_name: str | None = None
   dropout_rate: float = 0.25
   param_init: str = "flax"
+  num_classes: int = 10
 
   @nn.compact
   def __call__(
@@ -45,4 +48,12 @@ class LeNet(nn.Module):
     x = drop(norm()(max_pool(x, 2)))
     x = x.reshape((x.shape[0], -1))
     x = drop(nn.relu(dense(500, x)))
-    return dense(10, x)
+    return dense(self.num_classes, x)
+
+
+# MNIST (Sec. 8), bundled. Its convolutions are matmuls over patches
+# (models.layers.patch_conv), as fast inside a loop body as outside on a CPU:
+# its inner loops stay rolled (benchmarks/records/step_overhead.json).
+NETWORK = Network(name="lenet", summary="the paper's convolutional MNIST network",
+                  module=LeNet, input_shape=(28, 28), data="mnist",
+                  train_examples=60_000, defaults={})

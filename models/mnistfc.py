@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 
 from models.layers import layer_init, norm_and_dropout
+from models.network import Network
 
 
 class MnistFC(nn.Module):
@@ -20,12 +21,14 @@ class MnistFC(nn.Module):
     dropout_rate: dropout rate on the input and hidden layers.
     param_init: parameter initialisation, one of ``models.layers.INITS``: Flax's
       defaults, or "pytorch-legacy", those of the authors' PyTorch 0.x code.
+    num_classes: outputs (the dataset's classes).
   """
 
   axis_name: str | None = None
   hidden: int = 1024
   dropout_rate: float = 0.2
   param_init: str = "flax"
+  num_classes: int = 10
 
   @nn.compact
   def __call__(
@@ -41,4 +44,10 @@ class MnistFC(nn.Module):
     x = drop(x)
     x = drop(nn.relu(dense(self.hidden, x)))
     x = norm()(x)
-    return dense(10, x)
+    return dense(self.num_classes, x)
+
+
+# MNIST (Sec. 8), bundled.
+NETWORK = Network(name="mnistfc", summary="the paper's fully connected MNIST network",
+                  module=MnistFC, input_shape=(28, 28), data="mnist",
+                  train_examples=60_000, defaults={})

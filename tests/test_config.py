@@ -7,6 +7,7 @@ import pathlib
 import pytest
 
 from training import config as cfg
+import models
 from training import optimizers, settings
 from training.optimizers import paper, replicas
 
@@ -26,7 +27,7 @@ def test_no_flags_means_the_papers_mnistfc_entropy_sgd_run():
   assert config.run.devices == 8  # conftest simulates 8 CPU devices
 
 
-@pytest.mark.parametrize("model", ["mnistfc", "lenet", "allcnn"])
+@pytest.mark.parametrize("model", list(models.NETWORKS))
 @pytest.mark.parametrize("optimizer", list(cfg.OPTIMIZERS))
 def test_every_value_is_filled_from_the_settings(model, optimizer):
   data = {"data_dir": "somewhere"} if model == "allcnn" else {}
@@ -38,7 +39,7 @@ def test_every_value_is_filled_from_the_settings(model, optimizer):
   fields = dataclasses.asdict(config.optimizer)
   assert fields.pop("replicas", 1) == config.replicas == 1  # one per device
   if optimizer in ("elastic-sgd", "parle"):  # Parle's gdot = 0.5 / minibatches per epoch
-    want["scoping"] = 0.5 * 128 / settings.TRAIN_EXAMPLES[model]
+    want["scoping"] = 0.5 * 128 / models.NETWORKS[model].train_examples
   assert fields == {k: want[k] for k in fields}
   assert None not in config.flags().values()
   # Unrolled on CPU only for All-CNN-C (LeNet's patch convolutions are as fast in a scan).
@@ -203,3 +204,25 @@ def test_each_hyper_parameter_is_declared_once_and_derives_the_flag_sets():
     assert name in cfg.FLAGS and optimizers.users(name), name
     users = [optimizers.REGISTRY[o] for o in optimizers.users(name)]
     assert all(optimizers.hypers(u)[name] is spec for u in users), name
+
+
+def test_a_cells_default_is_its_recipe_over_its_optimizer_over_its_network(monkeypatch):
+  # A network's defaults fill only what the optimizer and its recipe leave.
+  net = models.NETWORKS["lenet"]
+  monkeypatch.setitem(models.NETWORKS, "lenet", dataclasses.replace(
+      net, defaults={"lr": 0.5, "b1": 0.5, "effective_epochs": 3.0, "input_scaling": "centered"}))
+  adamw, sgd = optimizers.defaults("lenet", "adamw"), optimizers.defaults("lenet", "sgd")
+  assert (adamw["lr"], adamw["b1"]) == (optimizers.REGISTRY["adamw"].defaults["lr"], 0.9)
+  assert adamw["input_scaling"] == sgd["input_scaling"] == "centered"
+  assert sgd["effective_epochs"] == optimizers.REGISTRY["sgd"].recipes["lenet"]["effective_epochs"]
+
+
+def test_a_network_without_recipes_takes_its_own_defaults():
+  # Flax's MNIST CNN: its budget, initialisation and input scaling, and each
+  # optimizer's defaults for a network the paper did not train.
+  config = cfg.build_config(model="cnn", optimizer="entropy-sgd", devices=1)
+  assert (config.effective_epochs, config.param_init, config.input_scaling) == (
+      10.0, "flax", "centered")
+  assert (config.optimizer.gamma, config.optimizer.inner_steps) == (1e-3, 20)
+  assert cfg.build_config(model="cnn", param_init="pytorch-legacy").param_init == "pytorch-legacy"
+  assert cfg.build_config(model="lenet").input_scaling == "raw"

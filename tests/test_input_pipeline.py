@@ -213,3 +213,60 @@ def test_validation_split_holds_out_the_last_training_examples(mnist_dir, cifar_
   raw = ip.load_cifar10(cifar_dir).hold_out(8)
   np.testing.assert_array_equal(cifar.test_images, ip.whiten_cifar10(raw).test_images)
   assert cifar.train_images.shape[0] == 32
+
+
+def _fashion_folder(path, idx_writer):
+  """A small Fashion-MNIST-shaped IDX folder and its contents' digests."""
+  import hashlib
+
+  rng = np.random.default_rng(3)
+  path.mkdir()
+  arrays = {"train_images": rng.integers(0, 255, (40, 28, 28)), "train_labels": np.arange(40) % 10,
+            "test_images": rng.integers(0, 255, (20, 28, 28)), "test_labels": np.arange(20) % 10}
+  digests = {}
+  for key, array in arrays.items():
+    written = idx_writer(path / ip.IDX_NAMES[key], array, compress=key == "train_images")
+    digests[key] = hashlib.sha256(ip._read_bytes(written)).hexdigest()
+  return arrays, digests
+
+
+def test_fashion_mnist_by_name_from_an_idx_folder_checksummed(tmp_path, idx_writer, monkeypatch):
+  def not_prepared(name, data_dir=None):
+    raise ip.DataError(f"tfds:{name}: no prepared copy")
+
+  monkeypatch.setattr(ip, "load_tfds", not_prepared)
+  monkeypatch.setattr(ip, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+  monkeypatch.delenv(ip.FASHION_MNIST_ENV, raising=False)
+  with pytest.raises(ip.DataError, match="fashion_mnist: not found.*dataset-fashion-mnist"):
+    ip.load("fashion_mnist")
+  arrays, digests = _fashion_folder(tmp_path / "fashion", idx_writer)
+  monkeypatch.setenv(ip.FASHION_MNIST_ENV, str(tmp_path / "fashion"))
+  # The real files' digests: the fixture's contents are refused, naming the file.
+  with pytest.raises(ip.DataError, match=r"train-images-idx3-ubyte.gz: bad checksum"):
+    ip.load("fashion_mnist")
+  monkeypatch.setattr(ip, "FASHION_MNIST_SHA256", digests)
+  dataset, scaling = ip.load("fashion_mnist", "centered")
+  np.testing.assert_array_equal(dataset.train_images, arrays["train_images"])
+  np.testing.assert_array_equal(dataset.test_labels, arrays["test_labels"])
+  assert scaling == ip.SCALINGS["centered"]
+  # Debian's folder is the fallback.
+  monkeypatch.delenv(ip.FASHION_MNIST_ENV)
+  monkeypatch.setattr(ip, "FASHION_MNIST_DIR", tmp_path / "fashion")
+  assert ip.load("fashion_mnist")[0].train_images.shape == (40, 28, 28)
+
+
+def test_fashion_mnist_comes_from_tensorflow_datasets_where_it_is_prepared(monkeypatch):
+  pytest.importorskip("tensorflow_datasets")
+  marker = ip.Dataset(np.zeros((2, 28, 28), np.uint8), np.arange(2), np.zeros((1, 28, 28)),
+                      np.zeros(1, int))
+  monkeypatch.setattr(ip, "load_tfds", lambda name, data_dir=None: marker)
+  assert ip.load("fashion_mnist")[0] is marker
+
+
+@pytest.mark.skipif(not ip.FASHION_MNIST_DIR.is_dir(), reason="Debian's dataset-fashion-mnist "
+                    "is not installed")
+def test_the_installed_fashion_mnist_is_the_real_one(monkeypatch):
+  monkeypatch.delenv(ip.FASHION_MNIST_ENV, raising=False)
+  dataset = ip.load_idx_dataset(ip.FASHION_MNIST_DIR, ip.FASHION_MNIST_SHA256)
+  assert dataset.train_images.shape == (60000, 28, 28) and dataset.test_images.shape[0] == 10000
+  assert np.bincount(dataset.train_labels).tolist() == [6000] * 10

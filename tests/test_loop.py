@@ -48,6 +48,18 @@ def test_every_mnist_model_and_optimizer_learns(model, optimizer, devices, param
   assert summary["devices"] == devices and summary["val_error"] == last["val_error"]
 
 
+def test_the_network_has_as_many_outputs_as_the_data_has_classes(idx_writer, tmp_path, tiny):
+  import input_pipeline as ip
+
+  rng = np.random.default_rng(0)
+  for split, n in (("train", 64), ("test", 16)):  # five classes
+    idx_writer(tmp_path / ip.IDX_NAMES[f"{split}_images"], rng.integers(0, 255, (n, 28, 28)))
+    idx_writer(tmp_path / ip.IDX_NAMES[f"{split}_labels"], np.arange(n) % 5)
+  result = training.train_and_evaluate(
+      tiny(optimizer="sgd", data_dir=str(tmp_path), effective_epochs=0.25), tmp_path / "run")
+  assert result.state.params["Dense_2"]["kernel"].shape[-1] == 5
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "entropy-sgd"])
 def test_allcnn_trains_on_cifar_shaped_data(optimizer, tiny, fast, cifar_dir, tmp_path):
   # The CIFAR path (GCN + ZCA, All-CNN-C) through the loop; the optimizers'
@@ -133,3 +145,14 @@ def test_a_network_is_refused_data_of_another_shape(tiny, cifar_dir, tmp_path):
     training.train_and_evaluate(tiny(model="lenet", data_dir=cifar_dir, input_scaling="raw"),
                                 tmp_path / "run")
   assert not (tmp_path / "run").exists()
+
+
+def test_a_network_declared_in_models_trains_with_its_own_defaults(tiny, tmp_path):
+  # Flax's MNIST CNN, from its declaration alone (Flax's initialisation, its
+  # default input scaling): slower to fit the prototypes than the paper's
+  # networks, so three effective epochs.
+  config = tiny(model="cnn", optimizer="sgd", effective_epochs=3.0, eval_every=3.0)
+  assert config.param_init == "flax"
+  result = training.train_and_evaluate(config, tmp_path)
+  first, last = result.history[0], result.history[-1]
+  assert first["val_error"] > 50 and last["val_error"] <= 5, result.history

@@ -217,3 +217,31 @@ def test_patch_conv_equals_lax_in_values_and_gradients(kernel, strides, padding)
   dilated = patch_conv(x, w, strides, padding, rhs_dilation=(2, 1), dimension_numbers=dn)
   np.testing.assert_array_equal(dilated, lax.conv_general_dilated(
       x, w, strides, padding, rhs_dilation=(2, 1), dimension_numbers=dn))
+
+
+def test_the_cnn_is_flax_mnist_examples_network(load_script):
+  # The fourth network, declared like the paper's three: the example's own
+  # CNN (examples/flax_mnist) with the same parameters gives the same logits.
+  example = load_script("examples/flax_mnist/linen_sgd.py").CNN()
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 28, 28, 1))
+  ours = models.create("cnn")
+  variables = ours.init(jax.random.PRNGKey(1), x, train=False)
+  assert jax.tree.structure(variables) == jax.tree.structure(
+      example.init(jax.random.PRNGKey(1), x))
+  assert sum(p.size for p in jax.tree.leaves(variables)) == 824_458
+  np.testing.assert_allclose(ours.apply(variables, x[..., 0], train=True),
+                             example.apply(variables, x), rtol=1e-5, atol=1e-6)
+  network = models.NETWORKS["cnn"]
+  assert (network.input_shape, network.data) == ((28, 28), "mnist")
+  assert list(models.NETWORKS)[:3] == ["mnistfc", "lenet", "allcnn"]
+
+
+@pytest.mark.parametrize("name", ["mnistfc", "lenet", "allcnn", "cnn"])
+def test_the_outputs_are_the_classes_asked_for(name):
+  shape = models.NETWORKS[name].input_shape
+  model = models.create(name, num_classes=7)
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((2, *shape)),
+                                                train=False))
+  logits = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, *shape)), train=False),
+                          variables)
+  assert logits.shape == (2, 7)

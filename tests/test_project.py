@@ -247,6 +247,7 @@ def test_every_experiment_reports_its_command_and_every_record_has_a_writer():
 # its docstring nor the functions and classes defined inside it.
 MAX_FUNCTION_LINES = 80
 TRAIN_PY_LINES = 250
+TRAINING_FUNCTION_LINES = 60
 
 
 def _own_lines(function):
@@ -265,24 +266,38 @@ def _own_lines(function):
   return len(lines)
 
 
-def test_no_function_is_longer_than_80_lines_of_its_own():
+def _long_functions(sources, limit):
   import ast
 
-  skip = ("build", "dist", "__pycache__")
-  sources = [p for p in ROOT.rglob("*.py")
-             if not any(part.startswith(".") or part in skip or part.endswith(".egg-info")
-                        for part in p.relative_to(ROOT).parts[:-1])]
-  assert ROOT / "train.py" in sources and ROOT / "entropix" / "_alias.py" in sources
   long = []
   for path in sources:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
       if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         lines = _own_lines(node)
-        if lines > MAX_FUNCTION_LINES:
+        if lines > limit:
           long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {lines} lines")
+  return long
+
+
+def test_no_function_is_longer_than_80_lines_of_its_own():
+  skip = ("build", "dist", "__pycache__")
+  sources = [p for p in ROOT.rglob("*.py")
+             if not any(part.startswith(".") or part in skip or part.endswith(".egg-info")
+                        for part in p.relative_to(ROOT).parts[:-1])]
+  assert ROOT / "train.py" in sources and ROOT / "entropix" / "_alias.py" in sources
+  long = _long_functions(sources, MAX_FUNCTION_LINES)
   assert not long, f"functions of more than {MAX_FUNCTION_LINES} lines of their own: {long}"
   lines = len((ROOT / "train.py").read_text().splitlines())
   assert lines < TRAIN_PY_LINES, f"train.py has {lines} lines: keep the work in training/"
+
+
+def test_the_training_side_reads_in_functions_of_at_most_60_lines():
+  # One run reads top to bottom (training.loop); groups of runs sit on top of
+  # it (training.sweeps); no step of either hides in a long function.
+  sources = [ROOT / "train.py", *sorted((ROOT / "training").rglob("*.py"))]
+  assert ROOT / "training" / "loop.py" in sources
+  long = _long_functions(sources, TRAINING_FUNCTION_LINES)
+  assert not long, f"training-side functions of more than {TRAINING_FUNCTION_LINES} lines: {long}"
 
 
 def _python_blocks(page):

@@ -11,7 +11,7 @@ import pytest
 
 import train
 import training
-from training import loop
+from training import loop, sweeps
 
 # (model, optimizer, devices, flags): an inner loop, plain SGD on the conv net
 # across devices, replicas (a seed axis behind the replica axis).
@@ -59,7 +59,7 @@ def test_the_seeds_draw_their_permutation_once_an_epoch(tiny, mnist_dir):
   config = tiny(optimizer="sgd")
   dataset, scaling = input_pipeline.load(mnist_dir, "centered", 0)
   members = [dataclasses.replace(config, seed=s) for s in (0, 1)]
-  program = loop.build_program(config, dataset, scaling, members, vmap=True)
+  program = sweeps.build_group_program(members, dataset, scaling, vmap=True)
   state = program.parallel.put_state(program.state)
   hlo = program.train_step.lower(state, program.data).compile().as_text()
   one = loop.build_program(config, dataset, scaling)
@@ -69,7 +69,7 @@ def test_the_seeds_draw_their_permutation_once_an_epoch(tiny, mnist_dir):
 
 @pytest.mark.parametrize("vmap", [False, True])
 def test_a_seed_whose_loss_is_nan_stops_alone(vmap, tiny, tmp_path, monkeypatch):
-  build = loop.build_program
+  build = sweeps.build_group_program
 
   def poisoned(*args, **kwargs):  # seed 5's momentum starts NaN: its second update's loss is
     program = build(*args, **kwargs)
@@ -79,7 +79,7 @@ def test_a_seed_whose_loss_is_nan_stops_alone(vmap, tiny, tmp_path, monkeypatch)
     members[1] = members[1]._replace(opt_state=jax.tree.map(poison, members[1].opt_state))
     return program._replace(state=program.stack(members))
 
-  monkeypatch.setattr(loop, "build_program", poisoned)
+  monkeypatch.setattr(sweeps, "build_group_program", poisoned)
   config = tiny(optimizer="sgd", effective_epochs=0.5, eval_every=0.25)
   healthy, sick = training.train_seeds(config, [3, 5], tmp_path, vmap=vmap)
   assert "stopped" not in healthy.summary and healthy.summary["updates"] == 8
@@ -92,7 +92,7 @@ def test_a_seed_whose_loss_is_nan_stops_alone(vmap, tiny, tmp_path, monkeypatch)
   # A resume leaves the stopped seed be: it says why in its workdir.
   assert json.loads((tmp_path / "seed_5" / "stopped.json").read_text()) == \
       {"stopped": sick.summary["stopped"]}
-  monkeypatch.setattr(loop, "build_program", build)
+  monkeypatch.setattr(sweeps, "build_group_program", build)
   alone = training.train_and_evaluate(dataclasses.replace(config, seed=3), tmp_path / "alone")
   np.testing.assert_allclose(_curve(healthy.history), _curve(alone.history), rtol=1e-5)
 

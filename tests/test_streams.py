@@ -15,7 +15,7 @@ import pytest
 
 import input_pipeline
 import models
-from training import loop, streams
+from training import loop, streams, sweeps
 
 SEEDS = (3, 5)
 
@@ -40,7 +40,7 @@ def test_every_stream_of_a_run_follows_its_seed(layout, tiny):
   seeds = SEEDS[:1] if layout == "alone" else SEEDS
   members = [dataclasses.replace(config, seed=s) for s in seeds]
   program = (loop.build_program(members[0], dataset, scaling) if layout == "alone" else
-             loop.build_program(config, dataset, scaling, members, vmap=layout == "stacked"))
+             sweeps.build_group_program(members, dataset, scaling, vmap=layout == "stacked"))
   par = program.parallel
   state, out = program.train_step(par.put_state(program.state), program.data)
   model = models.create(config.model, param_init=config.param_init)

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import train
@@ -118,3 +119,28 @@ def test_the_quickstart_example_runs_and_every_optimizer_fits():
   assert sorted(rows) == ["Entropy-SGD", "HEAT", "HJ", "SGD"]
   for name, (_, updates, backprops, loss, accuracy, _) in rows.items():
     assert int(backprops) == 3000 and float(loss) < 0.05 and float(accuracy) > 0.95, name
+
+
+def test_a_dataset_by_name_trains(tmp_path, idx_writer, monkeypatch, capsys):
+  # --dataset fashion_mnist, from the folder $ENTROPIX_FASHION_MNIST names
+  # (digests of the small stand-in the test writes).
+  import hashlib
+
+  import input_pipeline as ip
+
+  rng = np.random.default_rng(0)
+  digests = {}
+  for key, n in (("train_images", 64), ("train_labels", 64), ("test_images", 16),
+                 ("test_labels", 16)):
+    array = rng.integers(0, 255, (n, 28, 28)) if key.endswith("images") else np.arange(n) % 10
+    written = idx_writer(tmp_path / ip.IDX_NAMES[key], array)
+    digests[key] = hashlib.sha256(written.read_bytes()).hexdigest()
+  monkeypatch.setattr(ip, "FASHION_MNIST_SHA256", digests)
+  monkeypatch.setattr(ip, "load_tfds", lambda *a, **k: (_ for _ in ()).throw(ip.DataError("no")))
+  monkeypatch.setenv(ip.FASHION_MNIST_ENV, str(tmp_path))
+  assert train.main(["--dataset", "fashion_mnist", "--optimizer", "sgd", "--batch-size", "16",
+                     "--devices", "1", "--effective-epochs", "0.25", "--no-progress",
+                     "--workdir", str(tmp_path / "run")]) == 0
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert saved["data_dir"] == "fashion_mnist"
+  assert json.loads(capsys.readouterr().out.splitlines()[-1])["updates"] == 1  # 64 images / 16 x 0.25

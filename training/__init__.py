@@ -13,15 +13,17 @@ One module per concern, each read on its own:
   watch that stops them when one dies;
 * :mod:`training.checkpoints`: orbax checkpoints, resume checks, data fingerprint;
 * :mod:`training.metrics`: ``metrics.jsonl``, the progress bar, the NaN stop;
-* :mod:`training.loop`: :func:`train_and_evaluate`, and :func:`train_group` /
-  :func:`train_seeds` for several runs (seeds, a sweep) as one compiled program.
+* :mod:`training.loop`: :func:`train_and_evaluate`, one run read top to bottom;
+* :mod:`training.sweeps`: :func:`train_group` / :func:`train_seeds`, several runs
+  (seeds, a sweep) as one compiled program, on top of the loop's pieces.
 
 ``train.py`` beside this package is the command line over it;
 ``input_pipeline.py`` owns the datasets and ``models/`` the networks.
 """
 
 from training.config import Config, ConfigError, build_config
-from training.loop import TrainingResult, train_and_evaluate, train_group, train_seeds
+from training.loop import TrainingResult, train_and_evaluate
+from training.sweeps import train_group, train_seeds
 from training.metrics import TrainingDiverged
 
 __all__ = ["Config", "ConfigError", "TrainingDiverged", "TrainingResult", "build_config",

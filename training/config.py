@@ -26,6 +26,7 @@ from typing import Any
 
 import jax
 
+import input_pipeline
 import models
 from training import optimizers, settings
 from training.optimizers import (HYPERS, REGISTRY, ConfigError, Hyper, Optimizer,
@@ -35,6 +36,8 @@ from training.optimizers._base import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSI
 # The optimizers by name: their declarations (training.optimizers).
 OPTIMIZERS: dict[str, type[Optimizer]] = REGISTRY
 SPMD = ("pmap", "shard_map")
+# The datasets --dataset names (input_pipeline.load's names).
+DATASETS = tuple(n for n in input_pipeline.NAMES if n != "tfds")
 INPUT_SCALINGS = ("raw", "centered")
 PARAM_INITS = models.INITS
 
@@ -224,8 +227,8 @@ def _optimizer_of(given: dict[str, Any]) -> tuple[str, type[Optimizer], str]:
   """(model, optimizer settings class, spmd) of the given flags, checked; and
   refuses the flags that do not apply to that optimizer."""
   model = given.get("model", "mnistfc")
-  if model not in models.REGISTRY:
-    raise ConfigError(f"--model {model!r}: unknown; choose one of {sorted(models.REGISTRY)}")
+  if model not in models.NETWORKS:
+    raise ConfigError(f"--model {model!r}: unknown; choose one of {list(models.NETWORKS)}")
   _choice("optimizer", given.get("optimizer", "entropy-sgd"), list(OPTIMIZERS))
   cls = OPTIMIZERS[given.get("optimizer", "entropy-sgd")]
   # Replicas x devices is two mapped axes: shard_map's (pmap maps one).
@@ -234,8 +237,11 @@ def _optimizer_of(given: dict[str, Any]) -> tuple[str, type[Optimizer], str]:
   if cls.replicated and spmd != "shard_map":
     raise ConfigError(f"--spmd {spmd}: --optimizer {cls.name} maps replicas x devices, two "
                       "axes, which needs --spmd shard_map (its default)")
-  _choice("input_scaling", given.get("input_scaling", "raw"), INPUT_SCALINGS)
-  _choice("param_init", given.get("param_init", settings.PARAM_INIT), PARAM_INITS)
+  network = models.NETWORKS[model].defaults  # a network may choose its own
+  _choice("input_scaling", given.get("input_scaling", network.get("input_scaling", "raw")),
+          INPUT_SCALINGS)
+  _choice("param_init", given.get("param_init", network.get("param_init", settings.PARAM_INIT)),
+          PARAM_INITS)
   for name in given:
     users = optimizers.users(name) if name in (*HYPERS, *_READ) else []
     if users and cls.name not in users:
@@ -252,7 +258,7 @@ def _optimizer_of(given: dict[str, Any]) -> tuple[str, type[Optimizer], str]:
 def per_epoch(rate: float, model: str, batch_size: int, validation_split: int) -> float:
   """``rate`` per epoch as a rate per update: ``rate / (minibatches per epoch)`` of
   the model's training set less the validation split (Parle's gdot for 0.5)."""
-  train = settings.TRAIN_EXAMPLES[model] - (validation_split or 0)
+  train = models.NETWORKS[model].train_examples - (validation_split or 0)
   return rate * batch_size / max(train, 1)
 
 
@@ -323,7 +329,8 @@ def build_config(**flags: Any) -> Config:
   """The complete, checked config of a run from its flags (see ``train.py --help``).
 
   Args:
-    **flags: flag names with ``_`` for ``-`` (``inner_lr=0.1``); a flag left
+    **flags: flag names with ``_`` for ``-`` (``inner_lr=0.1``; ``dataset``
+      names a dataset, stored as the ``data_dir`` it is loaded from); a flag left
       out or ``None`` takes its default, the (model, optimizer) cell's recipe
       in :mod:`training.settings`. ``lr_schedule`` is the command line's text
       or a sequence of (effective epoch, lr) pairs.
@@ -333,32 +340,37 @@ def build_config(**flags: Any) -> Config:
       optimizer flags given to an optimizer they do not apply to, and device
       counts this machine cannot give.
   """
-  unknown = sorted(set(flags) - set(FLAGS))
+  unknown = sorted(set(flags) - {*FLAGS, "dataset"})
   if unknown:
     raise ConfigError(f"unknown setting(s) {unknown}; the flags are {list(FLAGS)}")
   given = {k: v for k, v in flags.items() if v is not None}
   model, cls, spmd = _optimizer_of(given)
   value = _values(given, model, cls)
   schedule = _schedule(given, float(value["lr"]))
-  data_dir = given.get("data_dir", settings.DEFAULT_DATA[model])
+  network = models.NETWORKS[model]
+  if "dataset" in given:  # a dataset by name: where its files are is the loader's business
+    _choice("dataset", given["dataset"], DATASETS)
+    if "data_dir" in given:
+      raise ConfigError(f"--dataset {given['dataset']} and --data-dir {given['data_dir']}: give "
+                        "one (a dataset by name, or a directory of its files)")
+  data_dir = given.get("data_dir", given.get("dataset", network.data))
   if data_dir is None:
-    raise ConfigError(f"--model {model} needs CIFAR-10: pass --data-dir DIR (a "
-                      "cifar-10-batches-bin directory) or --data-dir tfds:cifar10 (needs "
-                      "tensorflow-datasets)")
+    raise ConfigError(f"--model {model} needs {network.data_help or 'its data: pass --data-dir'}")
   devices = _device_count(value, cls)
   keep = given.get("keep_checkpoints", settings.KEEP_CHECKPOINTS)
   _check("keep_checkpoints", keep)
   unroll = value["unroll"]
   if unroll is None:
     unroll = (cls.inner_loop and jax.devices()[0].platform == "cpu"
-              and model in settings.UNROLL_ON_CPU)
+              and network.unroll_on_cpu)
   return Config(
       model=model, optimizer=cls(**{f.name: value[f.name] for f in dataclasses.fields(cls)}),
       effective_epochs=value["effective_epochs"], batch_size=value["batch_size"],
       lr=value["lr"], lr_schedule=schedule, momentum=value.get("momentum"),
       weight_decay=value["weight_decay"], seed=value["seed"],
-      eval_every=value["eval_every"], input_scaling=given.get("input_scaling", "raw"),
-      param_init=given.get("param_init", settings.PARAM_INIT),
+      eval_every=value["eval_every"],
+      input_scaling=given.get("input_scaling", network.defaults.get("input_scaling", "raw")),
+      param_init=given.get("param_init", network.defaults.get("param_init", settings.PARAM_INIT)),
       validation_split=value["validation_split"],
       run=RunOptions(data_dir=str(data_dir), devices=devices,
                      spmd=spmd, unroll=unroll,

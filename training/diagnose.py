@@ -101,7 +101,8 @@ def network_loss(workdir: pathlib.Path, settings: Settings) -> Network:
       config, run=dataclasses.replace(config.run, devices=1))).state
   state = checkpointer.restore(step, like)
   checkpointer.close()
-  model = models.create(config.model, param_init=config.param_init)
+  model = models.create(config.model, param_init=config.param_init,
+                        num_classes=dataset.num_classes)
   stats = state.batch_stats
 
   def loss_fn(params, batch):
@@ -121,6 +122,18 @@ def network_loss(workdir: pathlib.Path, settings: Settings) -> Network:
   # statistics the checkpoint holds.
   params = config.optimizer.evaluated_params(state.params, state.opt_state)
   return Network(loss_fn, params, batches, about, stats)
+
+
+def _trace_and_diagonal(diagonal: Any) -> dict[str, Any]:
+  """The trace (the diagonal's sum; its probes' spread gives its error) and
+  the diagonal's summaries, from ``diagnostics.hessian_diagonal``."""
+  flat = np.concatenate([np.ravel(v) for v in jax.tree.leaves(diagonal.value)])
+  flat_err = np.concatenate([np.ravel(v) for v in jax.tree.leaves(diagonal.stderr)])
+  harmonic, positive = diagnostics.harmonic_mean(diagonal.value)
+  return {"trace": {"value": float(flat.sum()), "stderr": float(np.sqrt(np.sum(flat_err**2)))},
+          "diagonal": {"harmonic_mean_positive": harmonic, "positive": positive,
+                       "entries": int(flat.size), "arithmetic_mean": float(flat.mean()),
+                       "significantly_positive": int(np.sum(flat > 2 * flat_err))}}
 
 
 def measure(loss_fn: Any, params: Any, batches: Any, settings: Settings,
@@ -156,23 +169,14 @@ def measure(loss_fn: Any, params: Any, batches: Any, settings: Settings,
     diagonal = diagnostics.hessian_diagonal(loss_fn, params, batches,
                                             key=jax.random.fold_in(key, 1),
                                             samples=settings.probes)
-    flat = np.concatenate([np.ravel(v) for v in jax.tree.leaves(diagonal.value)])
-    flat_err = np.concatenate([np.ravel(v) for v in jax.tree.leaves(diagonal.stderr)])
-    # The trace is the diagonal's sum; its probes' spread gives its error.
-    harmonic, positive = diagnostics.harmonic_mean(diagonal.value)
-    out["trace"] = {"value": float(flat.sum()), "stderr": float(np.sqrt(np.sum(flat_err**2)))}
-    out["diagonal"] = {"harmonic_mean_positive": harmonic, "positive": positive,
-                       "entries": int(flat.size), "arithmetic_mean": float(flat.mean()),
-                       "significantly_positive": int(np.sum(flat > 2 * flat_err))}
+    out.update(_trace_and_diagonal(diagonal))
     lap("trace_and_diagonal")
   if "spectral_density" in parts:
     density = diagnostics.spectral_density(
         loss_fn, params, batches, key=jax.random.fold_in(key, 2),
         num_iterations=settings.density_steps, probes=settings.density_probes)
-    out["spectral_density"] = {"grid": density.grid.tolist(),
-                               "density": density.density.tolist(),
-                               "nodes": density.nodes.tolist(),
-                               "weights": density.weights.tolist()}
+    out["spectral_density"] = {name: getattr(density, name).tolist()
+                               for name in ("grid", "density", "nodes", "weights")}
     lap("spectral_density")
   if "local_entropy" in parts:
     inner_lr = 0.5 / (max(top[0], 0.0) + max(settings.gammas))  # well inside stability

@@ -12,16 +12,11 @@ takes its cells); the constants after it are what every cell shares.
 import dataclasses
 from typing import Any
 
-# Which network trains on which data (Sec. 8): the MNIST networks default
-# to the bundled MNIST; All-CNN-C needs CIFAR-10, which is not bundled.
-DEFAULT_DATA = {"mnistfc": "mnist", "lenet": "mnist", "allcnn": None}
-
-
 @dataclasses.dataclass(frozen=True)
 class PerEpoch:
   """A scoping given per epoch: :mod:`training.config` makes it ``rate /
   (minibatches per epoch)`` at the run's batch size and training images
-  (:data:`TRAIN_EXAMPLES` less the validation split)."""
+  (the network's ``train_examples`` less the validation split)."""
 
   rate: float
 
@@ -142,9 +137,6 @@ TUNED: dict[tuple[str, str], dict[str, float]] = {
     cell: {name: recipe[name] for name in recipe["tuned"]}
     for cell, recipe in RECIPES.items() if recipe.get("tuned")
 }
-# The model's standard training set, of which PerEpoch counts the minibatches.
-TRAIN_EXAMPLES = {"mnistfc": 60_000, "lenet": 60_000, "allcnn": 50_000}
-
 # What every cell shares. The outer step: Nesterov momentum 0.9 (Sec. 7.1,
 # 7.4), its lr divided by 5 every 3 epochs of Entropy-SGD with L = 20, i.e.
 # every 60 effective epochs (Sec. 7.1 on the effective-epoch axis, so they
@@ -167,14 +159,6 @@ EVAL_BATCH = 1000  # test examples per evaluation batch (ours; any value gives t
 # many in a row and the run stops as diverged (ours: fresh minibatches and
 # noise rarely rescue a chain that failed ten times).
 MAX_SKIPPED_IN_A_ROW = 10
-
-# XLA:CPU runs its convolutions several times slower inside a loop body than
-# outside (jax-ml/jax#12868): All-CNN-C's inner loop is unrolled on CPU, for a
-# compile time that grows with L. LeNet's convolutions are matmuls over
-# patches (models.layers.patch_conv), as fast in a loop body: its loop stays
-# rolled (measured, benchmarks/records/step_overhead.json), as mnistfc's does.
-UNROLL_ON_CPU = ("allcnn",)
-
 
 def cells(optimizer: str) -> dict[str, dict[str, Any]]:
   """The recipes of ``optimizer`` in :data:`RECIPES`, by model (its declaration's ``recipes``)."""

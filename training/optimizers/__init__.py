@@ -17,12 +17,12 @@ the declarations.
 import dataclasses
 import importlib
 import pkgutil
-from collections.abc import Mapping
 from typing import Any
 
 import jax
 import optax
 
+import models
 from training import settings
 from training.devices import AXIS, REPLICA_AXIS
 from training.optimizers._base import (ConfigError, Context, Hyper, Optimizer, first_update_at,
@@ -76,10 +76,10 @@ def users(name: str) -> list[str]:
 
 def defaults(model: str, optimizer: str) -> dict[str, Any]:
   """Every default of a (model, optimizer) cell, by flag name: what every run
-  shares (:mod:`training.settings`), the optimizer's defaults and its recipe
-  for ``model`` over them (``tuned``: the names tuned for that cell)."""
+  shares (:mod:`training.settings`), then the network's defaults, the
+  optimizer's, and its recipe for ``model``, each over the one before."""
   cls = REGISTRY[optimizer]
-  recipe = {**cls.defaults, **cls.recipes.get(model, {})}
+  recipe = {**models.NETWORKS[model].defaults, **cls.defaults, **cls.recipes.get(model, {})}
   recipe.pop("tuned", None)
   shared = {"batch_size": settings.BATCH_SIZE, "momentum": settings.MOMENTUM, "seed": 0,
             "eval_every": settings.EVAL_EVERY, "validation_split": 0}
@@ -127,17 +127,14 @@ def _shown(value: Any, tuned: bool) -> str:
   return text + ("†" if tuned else "")
 
 
-def recipes_table(models: Mapping[str, Any] | None = None) -> str:
-  """Every declared (model, optimizer) recipe as the Markdown table of
+def recipes_table() -> str:
+  """Every (model, optimizer) cell's defaults as the Markdown table of
   docs/guides/recipes.md (``†``: tuned on a validation split)."""
   rows = ["| model | optimizer | effective epochs | lr | weight decay | the optimizer's own |",
           "|---|---|---|---|---|---|"]
-  models = models or settings.TRAIN_EXAMPLES
-  for model in models:
+  for model in models.NETWORKS:
     for name, cls in REGISTRY.items():
-      if model not in cls.recipes:
-        continue
-      tuned = cls.recipes[model].get("tuned", ())
+      tuned = cls.recipes.get(model, {}).get("tuned", ())
       values = defaults(model, name)
       shown = {k: _shown(values[k], k in tuned)
                for k in ("effective_epochs", "lr", "weight_decay", *hypers(cls))
