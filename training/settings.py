@@ -160,6 +160,9 @@ EVAL_BATCH = 1000  # test examples per evaluation batch (ours; any value gives t
 # noise rarely rescue a chain that failed ten times).
 MAX_SKIPPED_IN_A_ROW = 10
 
-def cells(optimizer: str) -> dict[str, dict[str, Any]]:
-  """The recipes of ``optimizer`` in :data:`RECIPES`, by model (its declaration's ``recipes``)."""
-  return {model: recipe for (model, name), recipe in RECIPES.items() if name == optimizer}
+def cells(optimizer: str, keys: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+  """The recipes of ``optimizer`` in :data:`RECIPES`, by model (its declaration's
+  ``recipes``); only their ``keys`` if given (an optimizer that borrows
+  another's budget and lr)."""
+  return {model: recipe if keys is None else {k: recipe[k] for k in keys}
+          for (model, name), recipe in RECIPES.items() if name == optimizer}

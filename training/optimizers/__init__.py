@@ -1,7 +1,8 @@
 """The optimizers ``train.py`` can run, one declaration each, and what is derived from them.
 
 Each module of this package declares optimizers (:class:`Optimizer`
-subclasses, frozen dataclasses of their hyper-parameters); importing the
+subclasses, frozen dataclasses of their hyper-parameters; a class whose name
+starts with ``_`` is a shared base, not an optimizer); importing the
 package registers every one in :data:`REGISTRY`, the paper's first. Adding
 an optimizer is one module here: its hyper-parameters, what it needs from
 the training step, its recipes and its factory. The flags, ``--help``, the
@@ -39,7 +40,7 @@ def _discover() -> dict[str, type[Optimizer]]:
     module = importlib.import_module(f"{__name__}.{module_name}")
     for value in vars(module).values():
       if (isinstance(value, type) and issubclass(value, Optimizer) and value is not Optimizer
-          and value.__module__ == module.__name__):
+          and value.__module__ == module.__name__ and not value.__name__.startswith("_")):
         if value.name in registry:
           raise TypeError(f"two optimizers named {value.name!r}: {registry[value.name]} and "
                           f"{value}")

@@ -27,8 +27,7 @@ class AdamW(Optimizer):
   summary: ClassVar[str] = "AdamW (optax.adamw), decoupled weight decay"
   reads: ClassVar[tuple[str, ...]] = ("weight_decay",)
   defaults: ClassVar = dict(lr=1e-3, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8)
-  recipes: ClassVar = {model: {"effective_epochs": recipe["effective_epochs"]}
-                       for model, recipe in settings.cells("sgd").items()}
+  recipes: ClassVar = settings.cells("sgd", keys=("effective_epochs",))
   b1: float = hyper(B1)
   b2: float = hyper(B2)
   eps: float = hyper(EPS)

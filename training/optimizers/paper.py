@@ -82,35 +82,21 @@ class SGD(Optimizer):
 
 
 @dataclasses.dataclass(frozen=True)
-class EntropySGD(Optimizer):
-  """Entropy-SGD (Sec. 7.1): ``entropix.entropy_sgd``, a Langevin inner loop.
+class _InnerLoop(Optimizer):
+  """What Entropy-SGD, HJ and Table 1's HEAT share: the coupled inner loop of
+  L backprops per update, its coupling gamma (scoped) and its step."""
 
-  The inner Nesterov buffer is kept across updates, as the authors' code does.
-  """
-
-  name: ClassVar[str] = "entropy-sgd"
-  summary: ClassVar[str] = "Entropy-SGD (Table 1)"
   inner_loop: ClassVar[bool] = True
   averages_gradients: ClassVar[bool] = True
-  defaults: ClassVar = dict(_LOOP, noise=1e-4, alpha=0.75)
-  recipes: ClassVar = settings.cells("entropy-sgd")
   gamma: float = hyper(GAMMA)
   scoping: float = hyper(SCOPING)
   inner_steps: int = hyper(INNER_STEPS)
   inner_lr: float = hyper(INNER_LR)
-  noise: float = hyper(NOISE)
-  alpha: float = hyper(ALPHA)
   inner_momentum: float = hyper(INNER_MOMENTUM)
 
   @property
   def backprops_per_update(self) -> int:
     return self.inner_steps
-
-  def make(self, ctx: Context) -> optax.GradientTransformationExtraArgs:
-    return entropix.entropy_sgd(
-        ctx.lr, gamma=gamma_schedule(self), inner_steps=self.inner_steps,
-        inner_lr=self.inner_lr, noise=self.noise, inner_momentum=self.inner_momentum,
-        reset_inner_momentum=False, key=ctx.key, alpha=self.alpha, **_entropix(ctx))
 
   @classmethod
   def check(cls, values: dict[str, Any]) -> None:
@@ -118,34 +104,40 @@ class EntropySGD(Optimizer):
 
 
 @dataclasses.dataclass(frozen=True)
-class HJ(Optimizer):
+class EntropySGD(_InnerLoop):
+  """Entropy-SGD (Sec. 7.1): ``entropix.entropy_sgd``, a Langevin inner loop.
+
+  The inner Nesterov buffer is kept across updates, as the authors' code does.
+  """
+
+  name: ClassVar[str] = "entropy-sgd"
+  summary: ClassVar[str] = "Entropy-SGD (Table 1)"
+  defaults: ClassVar = dict(_LOOP, noise=1e-4, alpha=0.75)
+  recipes: ClassVar = settings.cells("entropy-sgd")
+  noise: float = hyper(NOISE)
+  alpha: float = hyper(ALPHA)
+
+  def make(self, ctx: Context) -> optax.GradientTransformationExtraArgs:
+    return entropix.entropy_sgd(
+        ctx.lr, gamma=gamma_schedule(self), inner_steps=self.inner_steps,
+        inner_lr=self.inner_lr, noise=self.noise, inner_momentum=self.inner_momentum,
+        reset_inner_momentum=False, key=ctx.key, alpha=self.alpha, **_entropix(ctx))
+
+
+@dataclasses.dataclass(frozen=True)
+class HJ(_InnerLoop):
   """HJ as the paper's Sec. 7.2 describes it (the code's HJB class): ``entropix.hj``,
   the noiseless inner loop, last iterate."""
 
   name: ClassVar[str] = "hj"
   summary: ClassVar[str] = "HJ as Sec. 7.2 describes it: the noiseless loop's last iterate"
-  inner_loop: ClassVar[bool] = True
-  averages_gradients: ClassVar[bool] = True
   defaults: ClassVar = dict(_LOOP, inner_steps=5, inner_lr=0.25)
   recipes: ClassVar = settings.cells("hj")
-  gamma: float = hyper(GAMMA)
-  scoping: float = hyper(SCOPING)
-  inner_steps: int = hyper(INNER_STEPS)
-  inner_lr: float = hyper(INNER_LR)
-  inner_momentum: float = hyper(INNER_MOMENTUM)
-
-  @property
-  def backprops_per_update(self) -> int:
-    return self.inner_steps
 
   def make(self, ctx: Context) -> optax.GradientTransformationExtraArgs:
     return entropix.hj(ctx.lr, gamma=gamma_schedule(self), inner_steps=self.inner_steps,
                        inner_lr=self.inner_lr, inner_momentum=self.inner_momentum,
                        reset_inner_momentum=False, **_entropix(ctx))
-
-  @classmethod
-  def check(cls, values: dict[str, Any]) -> None:
-    check_inner_loop(values)
 
 
 DAMPING = Hyper("weight kept on the previous fixed-point iterate", FRACTION)
@@ -213,33 +205,18 @@ class HEAT(Optimizer):
 
 
 @dataclasses.dataclass(frozen=True)
-class HEATUniform(Optimizer):
+class HEATUniform(_InnerLoop):
   """HEAT as Table 1 ran it (the code's HEAT class): the Entropy-SGD loop with the
   uniform average of x and the iterates, ``entropix.entropy_sgd(average="uniform")``."""
 
   name: ClassVar[str] = "heat-uniform"
   summary: ClassVar[str] = "HEAT as Table 1 ran it: the Entropy-SGD loop, uniform average"
-  inner_loop: ClassVar[bool] = True
-  averages_gradients: ClassVar[bool] = True
   defaults: ClassVar = dict(_LOOP, noise=1e-4)
   recipes: ClassVar = settings.cells("heat-uniform")
-  gamma: float = hyper(GAMMA)
-  scoping: float = hyper(SCOPING)
-  inner_steps: int = hyper(INNER_STEPS)
-  inner_lr: float = hyper(INNER_LR)
   noise: float = hyper(NOISE)
-  inner_momentum: float = hyper(INNER_MOMENTUM)
-
-  @property
-  def backprops_per_update(self) -> int:
-    return self.inner_steps
 
   def make(self, ctx: Context) -> optax.GradientTransformationExtraArgs:
     return entropix.entropy_sgd(
         ctx.lr, gamma=gamma_schedule(self), inner_steps=self.inner_steps,
         inner_lr=self.inner_lr, noise=self.noise, inner_momentum=self.inner_momentum,
         reset_inner_momentum=False, key=ctx.key, average="uniform", **_entropix(ctx))
-
-  @classmethod
-  def check(cls, values: dict[str, Any]) -> None:
-    check_inner_loop(values)

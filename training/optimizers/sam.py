@@ -29,8 +29,7 @@ class SAM(Optimizer):
   name: ClassVar[str] = "sam"
   summary: ClassVar[str] = "SAM (optax.contrib.sam) over Nesterov SGD, two backprops per update"
   defaults: ClassVar = dict(lr=0.1, weight_decay=0.0, sam_rho=0.05)
-  recipes: ClassVar = {model: {k: recipe[k] for k in ("effective_epochs", "lr", "weight_decay")}
-                       for model, recipe in settings.cells("sgd").items()}
+  recipes: ClassVar = settings.cells("sgd", keys=("effective_epochs", "lr", "weight_decay"))
   sam_rho: float = hyper(SAM_RHO)
 
   @property

@@ -69,8 +69,7 @@ class SWA(Optimizer):
   name: ClassVar[str] = "swa"
   summary: ClassVar[str] = "SWA: Nesterov SGD, evaluated at the average of its last iterates"
   defaults: ClassVar = dict(lr=0.1, weight_decay=0.0, swa_fraction=0.25)
-  recipes: ClassVar = {model: {k: recipe[k] for k in ("effective_epochs", "lr", "weight_decay")}
-                       for model, recipe in settings.cells("sgd").items()}
+  recipes: ClassVar = settings.cells("sgd", keys=("effective_epochs", "lr", "weight_decay"))
   swa_fraction: float = hyper(SWA_FRACTION)
 
   def make(self, ctx: Context) -> optax.GradientTransformationExtraArgs:
