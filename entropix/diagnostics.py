@@ -197,6 +197,40 @@ def _steps(dim: int, num_iterations: int | None, k: int) -> int:
   return steps
 
 
+def _restrict(loss_fn: LossFn, params: Any, mask: Any
+              ) -> tuple[LossFn, Any, Callable[[Any], Any]]:
+  """The loss as a function of the masked-in leaves alone (the others held
+  at ``params``), those leaves, and the map from such leaves to a pytree like
+  ``params`` with zeros elsewhere. Its Hessian is H's diagonal block."""
+  if mask is None:
+    return loss_fn, params, lambda sub: sub
+  if callable(mask):
+    mask = mask(params)
+  leaves, treedef = jax.tree.flatten(params)
+  try:  # a mask of params' structure, or a prefix of it (one bool per subtree)
+    flags = jax.tree.leaves(jax.tree.map(lambda m, sub: jax.tree.map(lambda _: bool(m), sub),
+                                         mask, params))
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"mask must be a pytree of bools with the structure of params or a "
+                     f"prefix of it, got {mask!r}: {e}") from None
+  if len(flags) != len(leaves):
+    raise ValueError(f"mask must be a pytree of bools with the structure of params or a "
+                     f"prefix of it, got {mask!r}")
+  chosen = [i for i, flag in enumerate(flags) if flag]
+  if not chosen:
+    raise ValueError("mask selects no parameter: nothing to restrict the Hessian to")
+
+  def merge(sub: list[Any], others: list[Any]) -> Any:
+    full = list(others)
+    for i, leaf in zip(chosen, sub):
+      full[i] = leaf
+    return treedef.unflatten(full)
+
+  zeros = [jnp.zeros(jnp.shape(leaf), jnp.float32) for leaf in leaves]
+  return (lambda sub, batch: loss_fn(merge(sub, leaves), batch), [leaves[i] for i in chosen],
+          lambda sub: merge(sub, zeros))
+
+
 def hessian_eigenvalues(
     loss_fn: LossFn,
     params: Any,
@@ -207,6 +241,7 @@ def hessian_eigenvalues(
     which: str = "largest",
     num_iterations: int | None = None,
     vectors: bool = False,
+    mask: Any = None,
     progress: bool = True,
 ) -> np.ndarray | tuple[np.ndarray, Any]:
   r"""The k largest (or smallest) eigenvalues of the Hessian, by Lanczos.
@@ -229,6 +264,13 @@ def hessian_eigenvalues(
       ``max(4 k, k + 60)``, at most the number of parameters.
     vectors: also return the eigenvectors (the Ritz vectors, of unit norm):
       where in the parameters each curvature lives.
+    mask: restrict the Hessian to a group of parameters (a layer): a pytree
+      of bools with the structure of ``params`` or a prefix of it, or a
+      function of ``params`` returning one, as ``optax.masked`` takes. The
+      eigenvalues are then those of the diagonal block :math:`H_{SS}` of
+      the selected parameters S, the others held at ``params`` (``k`` and
+      ``num_iterations`` count S's parameters; eigenvectors are zero
+      outside S). Default: all of H.
     progress: print a progress line on stderr.
 
   Returns:
@@ -244,9 +286,18 @@ def hessian_eigenvalues(
     >>> diagnostics.hessian_eigenvalues(loss, jnp.zeros(8), batches, 3,
     ...                                 key=jax.random.key(0)).round(4)
     array([8., 7., 6.])
+
+    One layer's block (here the leaf "b", H = diag(5, 6, 7, 8) there):
+
+    >>> two = lambda p, b: loss(jnp.concatenate([p["a"], p["b"]]), b)
+    >>> params = {"a": jnp.zeros(4), "b": jnp.zeros(4)}
+    >>> diagnostics.hessian_eigenvalues(two, params, batches, 2, key=jax.random.key(0),
+    ...                                 mask={"a": False, "b": True}).round(4)
+    array([8., 7.])
   """
   if which not in ("largest", "smallest"):
     raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
+  loss_fn, params, embed = _restrict(loss_fn, params, mask)
   flat, _ = ravel_pytree(params)
   if not 1 <= k <= flat.size:
     raise ValueError(f"k must be in 1 .. {flat.size} (the number of parameters), got {k}")
@@ -260,7 +311,7 @@ def hessian_eigenvalues(
     return ritz[order]
   flat_vectors = jnp.asarray(coefficients[:, order].T, jnp.float32) @ basis
   _, unravel = ravel_pytree(jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params))
-  return ritz[order], jax.vmap(unravel)(flat_vectors)
+  return ritz[order], jax.vmap(lambda v: embed(unravel(v)))(flat_vectors)
 
 
 def _rademacher(key: jax.Array, dim: int) -> jax.Array:
@@ -269,7 +320,7 @@ def _rademacher(key: jax.Array, dim: int) -> jax.Array:
 
 def hessian_trace(
     loss_fn: LossFn, params: Any, batches: Any, *, key: jax.Array, samples: int = 64,
-    progress: bool = True,
+    mask: Any = None, progress: bool = True,
 ) -> Estimate:
   r"""Hutchinson's estimate of :math:`\operatorname{tr} H`.
 
@@ -282,6 +333,9 @@ def hessian_trace(
     batches: the minibatches, stacked along a leading axis.
     key: PRNG key of the probes.
     samples: the number of probes (one Hessian-vector product each), >= 2.
+    mask: the trace of the diagonal block of a group of parameters only, as
+      :func:`hessian_eigenvalues` takes it (its probes are zero outside the
+      group, so the other blocks add no noise). Default: all of H.
     progress: print a progress line on stderr.
 
   Returns:
@@ -297,6 +351,7 @@ def hessian_trace(
   """
   if samples < 2:
     raise ValueError(f"samples must be >= 2 (for a standard error), got {samples}")
+  loss_fn, params, _ = _restrict(loss_fn, params, mask)
   flat, _ = ravel_pytree(params)
   product = _flat_hvp(loss_fn, params, batches)
   bar = _Progress("hessian_trace", samples, progress)

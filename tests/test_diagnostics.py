@@ -110,6 +110,51 @@ def test_trace_is_within_three_standard_errors(network):
   assert abs(est.value - np.trace(dense)) < 3 * est.stderr, (est, np.trace(dense))
 
 
+def _block(dense, params, mask):
+  """The rows and columns of ``dense`` of the parameters ``mask`` selects."""
+  chosen = jax.tree.map(lambda m, sub: jax.tree.map(lambda p: jnp.full(p.shape, m), sub),
+                        mask, params)
+  index = np.asarray(ravel_pytree(chosen)[0], bool)
+  return dense[np.ix_(index, index)], index
+
+
+@pytest.mark.parametrize("mask", [
+    {"h": True, "out": False},  # a prefix: one layer, kernel and bias
+    {"h": {"w": False, "b": False}, "out": {"w": True, "b": False}},  # one array
+    lambda p: {"h": {"w": True, "b": False}, "out": {"w": False, "b": True}},  # two, a function
+])
+def test_a_layers_eigenvalues_and_trace_are_its_diagonal_blocks(network, mask):
+  loss, params, batches, dense = network
+  block, index = _block(dense, params, mask(params) if callable(mask) else mask)
+  exact_values, exact_vectors = np.linalg.eigh(block)
+  values, vecs = diagnostics.hessian_eigenvalues(loss, params, batches, 3, key=KEY, mask=mask,
+                                                 vectors=True, progress=False)
+  np.testing.assert_allclose(values, exact_values[::-1][:3], rtol=1e-4)
+  assert jax.tree.structure(vecs) == jax.tree.structure(params)
+  flat = np.asarray(jax.vmap(lambda v: ravel_pytree(v)[0])(vecs))
+  assert np.all(flat[:, ~index] == 0)  # zero outside the block
+  overlap = np.abs(flat[:, index] @ exact_vectors[:, ::-1][:, :3])
+  np.testing.assert_allclose(np.diag(overlap), 1.0, atol=1e-3)
+  # A layer's block is not the whole Hessian's top: the test would not see a mask ignored.
+  assert not np.allclose(values, np.linalg.eigh(dense)[0][::-1][:3], rtol=1e-2)
+  est = diagnostics.hessian_trace(loss, params, batches, key=KEY, samples=200, mask=mask,
+                                  progress=False)
+  assert abs(est.value - np.trace(block)) < 3 * est.stderr + 1e-6, (est, np.trace(block))
+  assert abs(est.value - np.trace(dense)) > 3 * est.stderr
+
+
+@pytest.mark.parametrize("mask,match", [
+    ({"h": False, "out": False}, "selects no parameter"),
+    ({"h": True}, "structure of params"),
+])
+def test_a_bad_mask_is_named(network, mask, match):
+  loss, params, batches, _ = network
+  with pytest.raises(ValueError, match=match):
+    diagnostics.hessian_eigenvalues(loss, params, batches, 2, key=KEY, mask=mask)
+  with pytest.raises(ValueError, match=match):
+    diagnostics.hessian_trace(loss, params, batches, key=KEY, mask=mask)
+
+
 def test_exact_diagonal_and_its_harmonic_mean(network):
   loss, params, batches, dense = network
   est = diagnostics.hessian_diagonal(loss, params, batches, exact=True, progress=False)
