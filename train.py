@@ -50,7 +50,8 @@ import training.config
 import training.devices
 from training import optimizers, sweeps
 from training.config import INPUT_SCALINGS, PARAM_INITS, SPMD, flag
-from training.settings import BATCH_SIZE, EVAL_EVERY, KEEP_CHECKPOINTS, MOMENTUM, PARAM_INIT
+from training.settings import (BATCH_SIZE, EVAL_EVERY, KEEP_CHECKPOINTS, MOMENTUM, PARAM_INIT,
+                               SHARPNESS_IMAGES)
 
 RECIPE = "default: the recipe"  # what --help says of a default that depends on the cell
 
@@ -148,6 +149,11 @@ def _add_run_flags(group: argparse._ArgumentGroup) -> None:
   add("--keep-checkpoints", type=int, metavar="K",
       help=f"keep the checkpoints of the newest K evaluations in WORKDIR/checkpoints "
            f"(default: {KEEP_CHECKPOINTS})")
+  add("--sharpness-every", type=float, metavar="E",
+      help="at the first evaluation past every E effective epochs (a multiple of --eval-every), "
+           "at update 0 and at the end, also measure the evaluated network's top Hessian "
+           f"eigenvalue and trace on the first {SHARPNESS_IMAGES} training images into "
+           "metrics.jsonl's record ('sharpness') and a line (default: off)")
   add("--diagnose", action="store_true",
       help="instead of training, measure the finished run in --workdir (its newest "
            "checkpoint) with entropix.diagnostics into WORKDIR/diagnostics.json (default: "

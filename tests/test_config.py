@@ -41,7 +41,9 @@ def test_every_value_is_filled_from_the_settings(model, optimizer):
   if optimizer in ("elastic-sgd", "parle"):  # Parle's gdot = 0.5 / minibatches per epoch
     want["scoping"] = 0.5 * 128 / models.NETWORKS[model].train_examples
   assert fields == {k: want[k] for k in fields}
-  assert None not in config.flags().values()
+  flags = config.flags()
+  assert flags.pop("sharpness_every") is None  # off unless asked for
+  assert None not in flags.values()
   # Unrolled on CPU only for All-CNN-C (LeNet's patch convolutions are as fast in a scan).
   inner_loop = optimizer not in ("sgd", "elastic-sgd", "adamw", "sam", "swa")
   assert config.run.unroll == (inner_loop and model == "allcnn")
@@ -81,7 +83,7 @@ def test_a_flag_applies_exactly_to_the_optimizers_that_have_it():
 
 def test_resume_may_change_the_budget_and_run_options_only():
   assert set(cfg.RESUMABLE) == {"effective_epochs", "data_dir", "devices", "spmd", "unroll",
-                                "progress", "resume", "keep_checkpoints"}
+                                "progress", "resume", "keep_checkpoints", "sharpness_every"}
 
 
 def test_lr_schedule_parses_and_refuses_bad_pairs():

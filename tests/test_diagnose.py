@@ -3,11 +3,18 @@
 import dataclasses
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+import input_pipeline
+import models
 import train
-from training import diagnose
+import training
+from entropix import diagnostics
+from training import diagnose, settings, streams
 from training.config import ConfigError
 
 SMALL = diagnose.Settings(images=32, batch=16, top_k=2, lanczos_steps=8, probes=4,
@@ -42,6 +49,16 @@ def test_it_measures_the_newest_checkpoint_and_writes_beside_the_metrics(finishe
   assert record["parameter_norms"]["['Conv_0']['kernel']"] > 0
   assert set(record["wall_s"]) == set(diagnose.PARTS) - {"parameter_norms"}
   assert diagnose.missing(record) == ()
+  # Per layer, the blocks of the Hessian: LeNet's modules, every parameter in
+  # one, and their traces adding up to the whole's (both estimates, unbiased).
+  layers = record["layers"]
+  assert list(layers) == sorted({key.split("'")[1] for key in record["parameter_norms"]})
+  assert sum(layer["parameters"] for layer in layers.values()) == 131_220
+  total = sum(layer["trace"] for layer in layers.values())
+  spread = np.hypot(np.sqrt(sum(layer["trace_stderr"] ** 2 for layer in layers.values())),
+                    record["trace"]["stderr"])
+  assert abs(total - record["trace"]["value"]) < 4 * spread
+  assert all(layer["top_eigenvalue"] > 0 for layer in layers.values())
 
 
 def test_a_part_measured_later_joins_the_record_and_equals_its_measure_among_all(finished_run):
@@ -74,3 +91,73 @@ def test_bad_diagnose_calls_are_refused(argv, message, tmp_path, capsys):
   with pytest.raises(SystemExit):
     train.main([a.format(tmp=tmp_path) for a in argv])
   assert message in capsys.readouterr().err
+
+
+def test_sharpness_along_the_way_is_the_evaluated_networks_at_its_marks(tiny, tmp_path,
+                                                                         monkeypatch):
+  monkeypatch.setattr(settings, "SHARPNESS_IMAGES", 64)
+  monkeypatch.setattr(settings, "SHARPNESS_LANCZOS_STEPS", 6)
+  monkeypatch.setattr(settings, "SHARPNESS_PROBES", 3)
+  config = tiny(optimizer="swa", effective_epochs=0.5, eval_every=0.125, sharpness_every=0.25,
+                swa_fraction=0.5)
+  results = training.train_seeds(config, [0, 1], tmp_path)
+  model = models.create("mnistfc", param_init=config.param_init)
+  dataset, scaling = input_pipeline.load(config.run.data_dir, "centered")
+  batches = {"x": dataset.train_images[None, :64],
+             "y": dataset.train_labels[None, :64].astype(np.int32)}
+  for seed, result in zip([0, 1], results):
+    marked = [r["step"] for r in result.history if "sharpness" in r]
+    assert [r["step"] for r in result.history] == [0, 2, 4, 6, 8]  # 16 updates an epoch
+    assert marked == [0, 4, 8]  # update 0, past each 0.25 effective epochs, the end
+    # The last one, by hand: SWA's average with the statistics its evaluation
+    # re-estimated, dropout off, the first 64 training images, the seed's stream.
+    stats = result.state.batch_stats
+
+    def loss_fn(params, batch):
+      logits = model.apply({"params": params, "batch_stats": stats}, scaling(batch["x"]),
+                           train=False)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+    average = result.state.opt_state.average
+    key = jax.random.fold_in(streams.of(streams.seed_key(seed)).measure, 8)
+    top = diagnostics.hessian_eigenvalues(loss_fn, average, batches, 1,
+                                          key=jax.random.fold_in(key, 0), num_iterations=6,
+                                          progress=False)
+    trace = diagnostics.hessian_trace(loss_fn, average, batches, key=jax.random.fold_in(key, 1),
+                                      samples=3, progress=False)
+    last = result.history[-1]["sharpness"]
+    assert last["top_eigenvalue"] == pytest.approx(float(top[0]), rel=1e-5)
+    assert last["trace"] == pytest.approx(trace.value, rel=1e-5)
+    assert last["images"] == 64
+  firsts = [r.history[0]["sharpness"]["trace"] for r in results]
+  assert firsts[0] != firsts[1]  # each seed its own network and probes
+
+
+@pytest.mark.parametrize("flags,message", [
+    ({"eval_every": 0.25, "sharpness_every": 0.3}, "a multiple of --eval-every 0.25"),
+    ({"sharpness_every": -1.0}, "--sharpness-every"),
+    ({"optimizer": "parle", "sharpness_every": 1.0}, "single network"),
+])
+def test_bad_sharpness_intervals_are_refused(flags, message, tiny):
+  with pytest.raises(ConfigError, match=message):
+    tiny(**flags)
+
+
+def test_each_layers_block_is_measured_alone():
+  # Diagonal within each layer, coupled across them: a layer's block has its
+  # own diagonal's top and trace; the whole Hessian has neither.
+  scales = {"a": jnp.array([1.0, 2.0, 3.0]), "b": jnp.array([4.0, 5.0])}
+
+  def loss(p, batch):
+    own = sum(0.5 * jnp.sum(scales[k] * p[k] ** 2) for k in p)
+    return own + 10.0 * p["a"][0] * p["b"][0] + 0.0 * batch.sum()
+
+  params = {"a": jnp.zeros(3), "b": jnp.zeros(2)}
+  out = diagnose._layers(loss, params, jnp.zeros((1, 1)),
+                         diagnose.Settings(probes=4, layer_lanczos_steps=3), jax.random.key(0))
+  assert list(out) == ["a", "b"]
+  for name, top, trace in (("a", 3.0, 6.0), ("b", 5.0, 9.0)):
+    assert out[name]["parameters"] == scales[name].size
+    assert out[name]["top_eigenvalue"] == pytest.approx(top, rel=1e-5)
+    assert out[name]["trace"] == pytest.approx(trace, rel=1e-5)
+    assert out[name]["trace_stderr"] == pytest.approx(0.0, abs=1e-5)

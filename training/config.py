@@ -57,6 +57,7 @@ class RunOptions:
   progress: bool
   resume: bool
   keep_checkpoints: int  # the newest K evaluations' checkpoints are kept
+  sharpness_every: float | None = None  # effective epochs; None: not measured
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +132,7 @@ SHARED: dict[str, Hyper] = {
     "unroll": Hyper("inner-loop iterations per loop body", AT_LEAST_ONE, int),
     "validation_split": Hyper("held-out training examples", NON_NEGATIVE, int),
     "keep_checkpoints": Hyper("checkpoints kept", AT_LEAST_ONE, int),
+    "sharpness_every": Hyper("effective epochs between sharpness measurements", POSITIVE),
 }
 _SPECS: dict[str, Hyper] = {**SHARED, **HYPERS}
 # Shared settings an optimizer may not read (its declaration's ``reads``): refused if given.
@@ -359,6 +361,7 @@ def build_config(**flags: Any) -> Config:
   devices = _device_count(value, cls)
   keep = given.get("keep_checkpoints", settings.KEEP_CHECKPOINTS)
   _check("keep_checkpoints", keep)
+  sharpness_every = _sharpness_every(given.get("sharpness_every"), value["eval_every"], cls)
   unroll = value["unroll"]
   if unroll is None:
     unroll = (cls.inner_loop and jax.devices()[0].platform == "cpu"
@@ -376,8 +379,25 @@ def build_config(**flags: Any) -> Config:
                      spmd=spmd, unroll=unroll,
                      progress=bool(given.get("progress", True)),
                      resume=bool(given.get("resume", False)),
-                     keep_checkpoints=keep),
+                     keep_checkpoints=keep, sharpness_every=sharpness_every),
   )
+
+
+def _sharpness_every(every: float | None, eval_every: float,
+                     cls: type[Optimizer]) -> float | None:
+  """``--sharpness-every``, checked: a multiple of ``--eval-every`` (it measures
+  at evaluations), for a single network."""
+  if every is None:
+    return None
+  _check("sharpness_every", every)
+  multiple = every / eval_every
+  if abs(multiple - round(multiple)) > 1e-9 * multiple or round(multiple) < 1:
+    raise ConfigError(f"--sharpness-every {every}: must be a multiple of --eval-every "
+                      f"{eval_every} (it measures at evaluations)")
+  if cls.replicated:
+    raise ConfigError(f"--sharpness-every {every}: {cls.name} trains replicas; the sharpness "
+                      "is measured for a single network")
+  return float(every)
 
 
 def implied_flags(flags: dict[str, Any]) -> set[str]:
@@ -428,5 +448,11 @@ class Budget:
 
   def is_eval(self, step: int) -> bool:
     """The last update, and the first update at or past each multiple of eval_every."""
-    marks = lambda s: math.floor(s / (self.eval_every * self.updates_per_epoch) + 1e-9)
+    return self.is_mark(step, self.eval_every)
+
+  def is_mark(self, step: int, every: float) -> bool:
+    """The last update, and the first update at or past each multiple of
+    ``every`` effective epochs (with ``every`` a multiple of eval_every, an
+    evaluation's)."""
+    marks = lambda s: math.floor(s / (every * self.updates_per_epoch) + 1e-9)
     return step == self.total or marks(step) > marks(step - 1)

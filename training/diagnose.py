@@ -30,7 +30,7 @@ import input_pipeline
 import models
 from entropix import diagnostics
 from training.checkpoints import Checkpointer
-from training.config import ConfigError, build_config
+from training.config import Config, ConfigError, build_config
 from training.metrics import write_atomic
 
 
@@ -51,12 +51,13 @@ class Settings:
   sigmas: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
   relative_sigmas: tuple[float, ...] = (1e-2, 3e-2, 1e-1, 3e-1)  # times each parameter's size
   perturbations: int = 8
+  layer_lanczos_steps: int = 20  # per layer, for its block's top eigenvalue (its trace: probes)
   seed: int = 0
 
 
 # What measure() can measure, in its order; local_entropy's chain step needs the top eigenvalue.
 PARTS = ("top_eigenvalues", "trace_and_diagonal", "spectral_density", "local_entropy",
-         "perturbation_sharpness", "relative_sharpness", "parameter_norms")
+         "perturbation_sharpness", "relative_sharpness", "layers", "parameter_norms")
 
 
 def missing(record: dict[str, Any]) -> tuple[str, ...]:
@@ -86,10 +87,6 @@ def network_loss(workdir: pathlib.Path, settings: Settings) -> Network:
                       "only single-network runs are diagnosed")
   dataset, scaling = input_pipeline.load(config.run.data_dir, config.input_scaling,
                                          config.validation_split)
-  n = min(settings.images, dataset.train_images.shape[0]) // settings.batch * settings.batch
-  if n == 0:
-    raise ConfigError(f"--diagnose: {settings.images} images make no minibatch of "
-                      f"{settings.batch}")
   checkpointer = Checkpointer(workdir)
   step = checkpointer.latest()
   if step is None:
@@ -101,6 +98,21 @@ def network_loss(workdir: pathlib.Path, settings: Settings) -> Network:
       config, run=dataclasses.replace(config.run, devices=1))).state
   state = checkpointer.restore(step, like)
   checkpointer.close()
+  return evaluated_network(config, dataset, scaling, state, int(step), settings.images,
+                           settings.batch)
+
+
+def evaluated_network(config: Config, dataset: input_pipeline.Dataset,
+                      scaling: input_pipeline.Scaling, state: Any, step: int, images: int,
+                      batch: int) -> Network:
+  """The network a run's evaluation measured, from its host ``state`` after
+  update ``step``: the evaluated parameters (SWA's: its average), BatchNorm's
+  statistics as the state holds them (re-estimated by the evaluation),
+  dropout off, on the first ``images`` training images in minibatches of
+  ``batch``."""
+  n = min(images, dataset.train_images.shape[0]) // batch * batch
+  if n == 0:
+    raise ConfigError(f"--diagnose: {images} images make no minibatch of {batch}")
   model = models.create(config.model, param_init=config.param_init,
                         num_classes=dataset.num_classes)
   stats = state.batch_stats
@@ -110,18 +122,33 @@ def network_loss(workdir: pathlib.Path, settings: Settings) -> Network:
                          train=False)
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
 
-  shape = (n // settings.batch, settings.batch)
-  images = dataset.train_images[:n]
-  batches = {"x": jnp.asarray(images.reshape(*shape, *images.shape[1:])),
+  shape = (n // batch, batch)
+  x = dataset.train_images[:n]
+  batches = {"x": jnp.asarray(x.reshape(*shape, *x.shape[1:])),
              "y": jnp.asarray(dataset.train_labels[:n].reshape(shape).astype(np.int32))}
   about = {"model": config.model, "optimizer": config.optimizer.name, "seed": config.seed,
-           "step": int(step), "images": n, "batch": settings.batch,
+           "step": step, "images": n, "batch": batch,
            "loss": "cross-entropy of the evaluated network (re-estimated BatchNorm "
                    "statistics, dropout off) on the first training images"}
-  # The parameters the run's evaluations measured (SWA's: its average), whose
-  # statistics the checkpoint holds.
   params = config.optimizer.evaluated_params(state.params, state.opt_state)
   return Network(loss_fn, params, batches, about, stats)
+
+
+def sharpness(network: Network, key: jax.Array, lanczos_steps: int,
+              probes: int) -> dict[str, Any]:
+  """The top Hessian eigenvalue and Hutchinson's trace of ``network``: the
+  cheap measurement of ``train.py --sharpness-every``, with its images and
+  its seconds."""
+  start = time.perf_counter()
+  size = sum(np.size(p) for p in jax.tree.leaves(network.params))
+  top = diagnostics.hessian_eigenvalues(
+      network.loss_fn, network.params, network.batches, 1, key=jax.random.fold_in(key, 0),
+      num_iterations=min(lanczos_steps, size), progress=False)
+  trace = diagnostics.hessian_trace(network.loss_fn, network.params, network.batches,
+                                    key=jax.random.fold_in(key, 1), samples=probes,
+                                    progress=False)
+  return {"top_eigenvalue": float(top[0]), "trace": trace.value, "trace_stderr": trace.stderr,
+          "images": network.about["images"], "seconds": round(time.perf_counter() - start, 2)}
 
 
 def _trace_and_diagonal(diagonal: Any) -> dict[str, Any]:
@@ -136,6 +163,35 @@ def _trace_and_diagonal(diagonal: Any) -> dict[str, Any]:
                        "significantly_positive": int(np.sum(flat > 2 * flat_err))}}
 
 
+def _layers(loss_fn: Any, params: Any, batches: Any, settings: Settings,
+            key: jax.Array) -> dict[str, Any]:
+  """Per layer (each top-level entry of ``params``, a Flax module's): the top
+  eigenvalue and trace of the Hessian's diagonal block of its parameters,
+  the others held fixed."""
+  out = {}
+  for i, name in enumerate(params):
+    mask = lambda p, name=name: jax.tree_util.tree_map_with_path(
+        lambda path, _: path[0].key == name, p)
+    size = sum(np.size(p) for p in jax.tree.leaves(params[name]))
+    top = diagnostics.hessian_eigenvalues(
+        loss_fn, params, batches, 1, key=jax.random.fold_in(key, 2 * i), mask=mask,
+        num_iterations=min(settings.layer_lanczos_steps, size), progress=False)
+    trace = diagnostics.hessian_trace(loss_fn, params, batches, mask=mask, progress=False,
+                                      key=jax.random.fold_in(key, 2 * i + 1),
+                                      samples=settings.probes)
+    out[name] = {"parameters": int(size), "top_eigenvalue": float(top[0]),
+                 "trace": trace.value, "trace_stderr": trace.stderr}
+  return out
+
+
+def _check_parts(parts: tuple[str, ...]) -> None:
+  unknown = sorted(set(parts) - set(PARTS))
+  if unknown:
+    raise ValueError(f"unknown diagnostics {unknown}; known: {', '.join(PARTS)}")
+  if "local_entropy" in parts and "top_eigenvalues" not in parts:
+    raise ValueError("local_entropy needs top_eigenvalues (its chain's step)")
+
+
 def measure(loss_fn: Any, params: Any, batches: Any, settings: Settings,
             parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
   """The diagnostics of ``entropix.diagnostics`` named in ``parts`` at ``params``, as JSON values.
@@ -143,19 +199,12 @@ def measure(loss_fn: Any, params: Any, batches: Any, settings: Settings,
   Each part draws its own key from ``settings.seed``, so a part measured
   alone gives what it gives among the others.
   """
-  unknown = sorted(set(parts) - set(PARTS))
-  if unknown:
-    raise ValueError(f"unknown diagnostics {unknown}; known: {', '.join(PARTS)}")
-  if "local_entropy" in parts and "top_eigenvalues" not in parts:
-    raise ValueError("local_entropy needs top_eigenvalues (its chain's step)")
+  _check_parts(parts)
   key = jax.random.key(settings.seed)
-  timings, out = {}, {}
-  clock = time.perf_counter()
+  timings, clock, out = {}, [time.perf_counter()], {}
 
   def lap(name):
-    nonlocal clock
-    timings[name] = round(time.perf_counter() - clock, 1)
-    clock = time.perf_counter()
+    timings[name], clock[0] = round(time.perf_counter() - clock[0], 1), time.perf_counter()
 
   out["loss"] = float(diagnostics._mean_over(batches, lambda b: loss_fn(params, b),
                                              jnp.zeros(())))
@@ -184,11 +233,10 @@ def measure(loss_fn: Any, params: Any, batches: Any, settings: Settings,
         loss_fn, params, batches, settings.gammas, noise=settings.noise, inner_lr=inner_lr,
         key=jax.random.fold_in(key, 3), steps=settings.chain_steps,
         burn_in=settings.chain_steps // 4)
-    out["local_entropy"] = {"gammas": entropy.gammas.tolist(),
-                            "values": entropy.values.tolist(),
-                            "stderr": entropy.stderr.tolist(), "noise": settings.noise,
-                            "inner_lr": inner_lr,
-                            "mean_sq_distance": entropy.mean_sq_distance.tolist()}
+    out["local_entropy"] = {
+        **{name: getattr(entropy, name).tolist()
+           for name in ("gammas", "values", "stderr", "mean_sq_distance")},
+        "noise": settings.noise, "inner_lr": inner_lr}
     lap("local_entropy")
   for part, sigmas, relative, fold in (
       ("perturbation_sharpness", settings.sigmas, False, 4),
@@ -200,6 +248,9 @@ def measure(loss_fn: Any, params: Any, batches: Any, settings: Settings,
       out[part] = {"sigmas": list(sigmas), "increase": sharp.value.tolist(),
                    "stderr": sharp.stderr.tolist()}
       lap(part)
+  if "layers" in parts:
+    out["layers"] = _layers(loss_fn, params, batches, settings, jax.random.fold_in(key, 6))
+    lap("layers")
   if "parameter_norms" in parts:
     out["parameter_norms"] = {jax.tree_util.keystr(path): float(jnp.linalg.norm(leaf))
                               for path, leaf in jax.tree_util.tree_leaves_with_path(params)}

@@ -22,7 +22,7 @@ import optax
 
 import input_pipeline
 import models
-from training import checkpoints, devices, optimizers, settings, steps, streams
+from training import checkpoints, devices, diagnose, optimizers, settings, steps, streams
 from training.checkpoints import Checkpointer
 from training.config import Budget, Config, ConfigError
 from training.metrics import MetricsWriter, TrainingDiverged, write_atomic
@@ -213,7 +213,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> Train
   run = Run(config, workdir)
   dataset, scaling, budget, data_id = load_data(config, [run])
   program = build_program(config, dataset, scaling)
-  (result,) = train(program, [run], dataset, budget, data_id, start)
+  (result,) = train(program, [run], dataset, scaling, budget, data_id, start)
   if run.stopped:
     raise TrainingDiverged(run.stopped)
   return result
@@ -244,7 +244,8 @@ def load_data(config: Config, runs: Sequence[Run]) -> tuple[
 
 
 def train(program: Program, runs: Sequence[Run], dataset: input_pipeline.Dataset,
-          budget: Budget, data_id: str, start: float) -> list[TrainingResult]:
+          scaling: input_pipeline.Scaling, budget: Budget, data_id: str,
+          start: float) -> list[TrainingResult]:
   """Trains ``runs``, the members of ``program``, to ``budget.total`` updates.
 
   From each run's checkpoint (all at one update) or afresh, then evaluated at
@@ -261,8 +262,9 @@ def train(program: Program, runs: Sequence[Run], dataset: input_pipeline.Dataset
   for run in runs:
     run.open(budget, step)
   lrs = [optimizers.lr_schedule(r.config, budget.updates_per_epoch) for r in runs]
+  measure = functools.partial(_sharpness, dataset=dataset, scaling=scaling, budget=budget)
   evaluate = functools.partial(_evaluate, program, runs, lrs, data_id,
-                               dataset.test_images.shape[0])
+                               dataset.test_images.shape[0], measure)
   device_state = par.put_state(state)
   try:
     if runs[0].saved is None:
@@ -286,6 +288,21 @@ def train(program: Program, runs: Sequence[Run], dataset: input_pipeline.Dataset
           for run, final in zip(runs, program.members(par.get_state(device_state)))]
 
 
+def _sharpness(run: Run, state: Any, step: int, *, dataset: input_pipeline.Dataset,
+               scaling: input_pipeline.Scaling, budget: Budget) -> dict[str, Any] | None:
+  """``--sharpness-every``: the top Hessian eigenvalue and trace of the network
+  just evaluated, at update 0, the first evaluation past each multiple of
+  the interval, and the last; None elsewhere."""
+  every = run.config.run.sharpness_every
+  if every is None or not budget.is_mark(step, every):
+    return None
+  images = min(settings.SHARPNESS_IMAGES, dataset.train_images.shape[0])  # one minibatch
+  network = diagnose.evaluated_network(run.config, dataset, scaling, state, step, images, images)
+  key = jax.random.fold_in(streams.of(streams.seed_key(run.config.seed)).measure, step)
+  return diagnose.sharpness(network, key, settings.SHARPNESS_LANCZOS_STEPS,
+                            settings.SHARPNESS_PROBES)
+
+
 def _record(program: Program, runs: Sequence[Run], step: int, out: dict[str, Any]) -> None:
   """Each live run's loss and error of update ``step`` into its records."""
   for run, member in zip(runs, program.members(program.parallel.get(out))):
@@ -298,9 +315,11 @@ def _record(program: Program, runs: Sequence[Run], step: int, out: dict[str, Any
 
 
 def _evaluate(program: Program, runs: Sequence[Run], lrs: Sequence[optax.Schedule],
-              data_id: str, n_test: int, device_state: Any, step: int) -> Any:
+              data_id: str, n_test: int, measure: Callable[..., dict[str, Any] | None],
+              device_state: Any, step: int) -> Any:
   """Evaluates every run (BatchNorm statistics re-estimated, then the test
-  set), records and checkpoints each live one; returns the state."""
+  set; the sharpness where ``measure`` says), records and checkpoints each
+  live one; returns the state."""
   par = program.parallel
   with contextlib.ExitStack() as paused:
     for run in runs:
@@ -312,8 +331,14 @@ def _evaluate(program: Program, runs: Sequence[Run], lrs: Sequence[optax.Schedul
       if not run.live:
         continue
       try:
+        sharp = measure(run, member_state, step)
         run.metrics.evaluation(step, float(f"{float(lr(max(step - 1, 0))):.7g}"),
-                               **_errors(member_totals, n_test))
+                               **_errors(member_totals, n_test),
+                               **({} if sharp is None else {"sharpness": sharp}))
+        if sharp is not None:
+          run.metrics.write(f"update {step}: top Hessian eigenvalue {sharp['top_eigenvalue']:.4g}"
+                            f", trace {sharp['trace']:.4g} +- {sharp['trace_stderr']:.2g} "
+                            f"({sharp['images']} training images, {sharp['seconds']:.1f} s)")
         run.checkpointer.save(step, member_state, run.config.flags(), data_id,
                               run.metrics.history)
       except TrainingDiverged as e:

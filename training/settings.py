@@ -154,6 +154,12 @@ EVAL_EVERY = 5.0  # effective epochs between evaluations (ours)
 # The newest evaluations' checkpoints kept (ours): a resume needs one, a
 # group of runs resuming together the newest update every run kept.
 KEEP_CHECKPOINTS = 2
+# --sharpness-every: the top Hessian eigenvalue and trace of the evaluated
+# network on the first SHARPNESS_IMAGES training images, cheap enough to
+# measure along the way (ours): about 30 Hessian-vector products of 4 minibatches.
+SHARPNESS_IMAGES = 512
+SHARPNESS_LANCZOS_STEPS = 20
+SHARPNESS_PROBES = 10
 EVAL_BATCH = 1000  # test examples per evaluation batch (ours; any value gives the same numbers)
 # entropix's optimizers skip an update whose inner loop is not finite; this
 # many in a row and the run stops as diverged (ours: fresh minibatches and

@@ -1,6 +1,6 @@
 """Every random stream of a run, from its seed, in one place.
 
-A run with seed s draws four streams from ``PRNGKey(s)`` (replica r of
+A run with seed s draws five streams from ``PRNGKey(s)`` (replica r of
 Elastic-SGD or Parle from ``PRNGKey(s + r)``, as the authors' Parle code
 seeds its replicas):
 
@@ -9,14 +9,16 @@ seeds its replicas):
 * ``dropout``: the masks, minibatch j's (counted over the run) ``fold_in(dropout, j)``;
 * ``optimizer``: the optimizer's own (the Langevin noise, HEAT's
   perturbations, and whatever a declaration's factory draws), one per run:
-  a replicated optimizer splits it over its replicas itself.
+  a replicated optimizer splits it over its replicas itself;
+* ``measure``: the sharpness measured along the way (``--sharpness-every``),
+  the measurement after update t from ``fold_in(measure, t)``.
 
 Two seeds differ in every stream, and runs trained together (``--seeds``,
 ``--sweep``) each keep the streams of their seed.
 
 >>> keys = of(seed_key(0))
 >>> keys._fields
-('init', 'data', 'dropout', 'optimizer')
+('init', 'data', 'dropout', 'optimizer', 'measure')
 """
 
 from typing import Any, NamedTuple
@@ -26,12 +28,13 @@ import numpy as np
 
 
 class Streams(NamedTuple):
-  """A seed key's four streams (each a raw ``uint32[2]`` key)."""
+  """A seed key's five streams (each a raw ``uint32[2]`` key)."""
 
   init: jax.Array
   data: jax.Array
   dropout: jax.Array
   optimizer: jax.Array
+  measure: jax.Array
 
 
 def seed_key(seed: int) -> jax.Array:
@@ -40,7 +43,7 @@ def seed_key(seed: int) -> jax.Array:
 
 
 def of(key: jax.Array) -> Streams:
-  """The four streams of the seed key ``key`` (traced or not): ``fold_in(key, i)``."""
+  """The five streams of the seed key ``key`` (traced or not): ``fold_in(key, i)``."""
   return Streams(*(jax.random.fold_in(key, i) for i in range(len(Streams._fields))))
 
 

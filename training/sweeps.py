@@ -161,7 +161,7 @@ def train_group(configs: Sequence[Config], workdirs: Sequence[str | os.PathLike[
   trained = {}
   if todo:
     program = build_group_program([r.config for r in todo], dataset, scaling, vmap)
-    results = loop.train(program, todo, dataset, budget, data_id, start)
+    results = loop.train(program, todo, dataset, scaling, budget, data_id, start)
     trained = dict(zip(map(id, todo), results))
     for run in todo if jax.process_index() == 0 else []:
       if run.stopped:  # so that a resume leaves it be

@@ -17,7 +17,9 @@ construction:
   trial in GRID order within one binomial standard error of it (about 0.1%
   near 1% error), a diverged trial being out;
 * then SEEDS seeds at the chosen setting on the whole training set, scored
-  on the test set, one ``train.py --seeds`` program per cell.
+  on the test set every effective epoch, the top Hessian eigenvalue and
+  trace measured along the way every SHARPNESS_EVERY (``--sharpness-every``),
+  one ``train.py --seeds`` program per cell.
 
 Stages (``--stage``): ``tune`` writes ``tuning.json`` (every trial's curve,
 each cell's choice), ``final`` writes ``finals.json`` (every seed's curve
@@ -68,6 +70,7 @@ GRID = {
 }
 SEEDS = (0, 1, 2)
 EVAL_EVERY = {"tune": 2.5, "final": 1.0}  # the final curves are drawn per effective epoch
+SHARPNESS_EVERY = 2.0  # the final runs' top eigenvalue and trace along the way (train.py's)
 
 
 def points(optimizer: str) -> list[dict[str, float]]:
@@ -122,6 +125,7 @@ def final_job(dataset: str, model: str, optimizer: str, setting: dict[str, float
   flags = [*base_flags(dataset, model, optimizer, "final"),
            *(f for key, value in setting.items() for f in (f"--{key.replace('_', '-')}",
                                                             repr(value))),
+           *(["--sharpness-every", str(SHARPNESS_EVERY)] if SHARPNESS_EVERY else []),
            "--seeds", ",".join(map(str, SEEDS))]
   members = tuple((f"{cell}/seed_{s}", workdir / f"seed_{s}") for s in SEEDS)
   return _jobs.Job(cell, flags, workdir, members)
@@ -135,8 +139,9 @@ def _record(done: _jobs.Finished) -> dict:
       "effective_epochs": done.curve[-1]["effective_epochs"],
       "backprops": done.curve[-1]["backprops"],
       "program_wall_s": done.wall_s,
-      "curve": [{k: r.get(k) for k in ("effective_epochs", "backprops", "val_error", "val_loss",
-                                       "train_loss", "train_error")} for r in done.curve],
+      "curve": [{k: r[k] for k in ("effective_epochs", "backprops", "val_error", "val_loss",
+                                   "train_loss", "train_error", "sharpness") if k in r}
+                for r in done.curve],
       "date": datetime.date.today().isoformat(),
   }
 
