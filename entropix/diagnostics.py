@@ -19,6 +19,7 @@ print a progress line on stderr (``progress=False`` silences it).
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -105,20 +106,27 @@ def _mean_over(batches: Any, fn: Callable[[Any], jax.Array], like: jax.Array) ->
   return total / n
 
 
+def _product(loss_fn: LossFn, point: Any, batches: Any, v: jax.Array) -> jax.Array:
+  flat, unravel = ravel_pytree(point)
+  tangent = unravel(v.astype(flat.dtype))
+
+  def one(batch):
+    grad = jax.grad(lambda p: loss_fn(p, batch))
+    return ravel_pytree(jax.jvp(grad, (point,), (tangent,))[1])[0]
+
+  return _mean_over(batches, one, flat)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_product(loss_fn: LossFn) -> Callable[..., jax.Array]:
+  # One jitted product per loss: every measurement of a point (top
+  # eigenvalues, trace, each layer's block, ...) reuses its compilation.
+  return jax.jit(functools.partial(_product, loss_fn))
+
+
 def _flat_hvp(loss_fn: LossFn, params: Any, batches: Any) -> Callable[[jax.Array], jax.Array]:
-  flat, unravel = _flat(params)
   _num_batches(batches)
-
-  @jax.jit
-  def product(point, batches, v):
-    tangent = unravel(v)
-
-    def one(batch):
-      grad = jax.grad(lambda p: loss_fn(p, batch))
-      return ravel_pytree(jax.jvp(grad, (point,), (tangent,))[1])[0]
-
-    return _mean_over(batches, one, flat)
-
+  product = _compiled_product(loss_fn)
   return lambda v: product(params, batches, jnp.asarray(v, jnp.float32))
 
 
@@ -197,38 +205,47 @@ def _steps(dim: int, num_iterations: int | None, k: int) -> int:
   return steps
 
 
-def _restrict(loss_fn: LossFn, params: Any, mask: Any
-              ) -> tuple[LossFn, Any, Callable[[Any], Any]]:
-  """The loss as a function of the masked-in leaves alone (the others held
-  at ``params``), those leaves, and the map from such leaves to a pytree like
-  ``params`` with zeros elsewhere. Its Hessian is H's diagonal block."""
+class _Block(NamedTuple):
+  """The coordinates of the flat params a mask selects, and the maps between
+  the block's vectors and the whole's."""
+
+  size: int
+  index: jax.Array | None  # None: every coordinate
+  full_size: int
+
+  def product(self, whole: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
+    """The block's Hessian-vector product H_SS u from the whole's."""
+    if self.index is None:
+      return whole
+    return lambda u: whole(self.embed(u))[self.index]
+
+  def embed(self, u: jax.Array) -> jax.Array:
+    """A block vector as a whole one, zero outside the block."""
+    if self.index is None:
+      return u
+    return jnp.zeros(self.full_size, u.dtype).at[self.index].set(u)
+
+
+def _block(params: Any, mask: Any) -> _Block:
+  """The block of the flat params that ``mask`` selects (all of them for None)."""
+  size = ravel_pytree(params)[0].size
   if mask is None:
-    return loss_fn, params, lambda sub: sub
+    return _Block(size, None, size)
   if callable(mask):
     mask = mask(params)
-  leaves, treedef = jax.tree.flatten(params)
   try:  # a mask of params' structure, or a prefix of it (one bool per subtree)
-    flags = jax.tree.leaves(jax.tree.map(lambda m, sub: jax.tree.map(lambda _: bool(m), sub),
-                                         mask, params))
+    chosen = jax.tree.map(lambda m, sub: jax.tree.map(lambda p: jnp.full(jnp.shape(p), bool(m)),
+                                                      sub), mask, params)
   except (ValueError, TypeError) as e:
     raise ValueError(f"mask must be a pytree of bools with the structure of params or a "
                      f"prefix of it, got {mask!r}: {e}") from None
-  if len(flags) != len(leaves):
+  flags = np.asarray(ravel_pytree(chosen)[0], bool)
+  if flags.size != size:
     raise ValueError(f"mask must be a pytree of bools with the structure of params or a "
                      f"prefix of it, got {mask!r}")
-  chosen = [i for i, flag in enumerate(flags) if flag]
-  if not chosen:
+  if not flags.any():
     raise ValueError("mask selects no parameter: nothing to restrict the Hessian to")
-
-  def merge(sub: list[Any], others: list[Any]) -> Any:
-    full = list(others)
-    for i, leaf in zip(chosen, sub):
-      full[i] = leaf
-    return treedef.unflatten(full)
-
-  zeros = [jnp.zeros(jnp.shape(leaf), jnp.float32) for leaf in leaves]
-  return (lambda sub, batch: loss_fn(merge(sub, leaves), batch), [leaves[i] for i in chosen],
-          lambda sub: merge(sub, zeros))
+  return _Block(int(flags.sum()), jnp.asarray(np.flatnonzero(flags)), size)
 
 
 def hessian_eigenvalues(
@@ -297,21 +314,20 @@ def hessian_eigenvalues(
   """
   if which not in ("largest", "smallest"):
     raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
-  loss_fn, params, embed = _restrict(loss_fn, params, mask)
-  flat, _ = ravel_pytree(params)
-  if not 1 <= k <= flat.size:
-    raise ValueError(f"k must be in 1 .. {flat.size} (the number of parameters), got {k}")
-  steps = _steps(flat.size, num_iterations, k)
-  start = jax.random.normal(key, flat.shape, jnp.float32)
-  alphas, betas, basis = _lanczos(_flat_hvp(loss_fn, params, batches), start, steps,
-                                  _Progress("hessian_eigenvalues", steps, progress))
+  block = _block(params, mask)
+  if not 1 <= k <= block.size:
+    raise ValueError(f"k must be in 1 .. {block.size} (the number of parameters), got {k}")
+  steps = _steps(block.size, num_iterations, k)
+  start = jax.random.normal(key, (block.size,), jnp.float32)
+  alphas, betas, basis = _lanczos(block.product(_flat_hvp(loss_fn, params, batches)), start,
+                                  steps, _Progress("hessian_eigenvalues", steps, progress))
   ritz, coefficients = _tridiagonal_eigh(alphas, betas)
   order = np.arange(ritz.size)[::-1][:k] if which == "largest" else np.arange(ritz.size)[:k]
   if not vectors:
     return ritz[order]
   flat_vectors = jnp.asarray(coefficients[:, order].T, jnp.float32) @ basis
   _, unravel = ravel_pytree(jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params))
-  return ritz[order], jax.vmap(lambda v: embed(unravel(v)))(flat_vectors)
+  return ritz[order], jax.vmap(lambda v: unravel(block.embed(v)))(flat_vectors)
 
 
 def _rademacher(key: jax.Array, dim: int) -> jax.Array:
@@ -351,13 +367,12 @@ def hessian_trace(
   """
   if samples < 2:
     raise ValueError(f"samples must be >= 2 (for a standard error), got {samples}")
-  loss_fn, params, _ = _restrict(loss_fn, params, mask)
-  flat, _ = ravel_pytree(params)
-  product = _flat_hvp(loss_fn, params, batches)
+  block = _block(params, mask)
+  product = block.product(_flat_hvp(loss_fn, params, batches))
   bar = _Progress("hessian_trace", samples, progress)
   values = []
   for i, probe_key in enumerate(jax.random.split(key, samples)):
-    v = _rademacher(probe_key, flat.size)
+    v = _rademacher(probe_key, block.size)
     values.append(float(v @ product(v)))
     bar(i + 1)
   values = np.array(values)

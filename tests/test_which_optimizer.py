@@ -95,3 +95,15 @@ def test_tune_then_final_records_every_run_and_the_choice(compare, mnist_dir, tm
     config = json.loads((tmp_path / "runs" / "final" / "mnist-mnistfc-sgd" / f"seed_{seed}"
                          / "config.json").read_text())
     assert (config["lr"], config["validation_split"]) == (choice["setting"]["lr"], 0)
+  monkeypatch.setattr(compare, "SETTINGS", compare.diagnose.Settings(
+      images=32, batch=16, top_k=1, lanczos_steps=4, probes=2, sigmas=(1e-2,),
+      relative_sigmas=(1e-1,), perturbations=2, layer_lanczos_steps=3))
+  compare.main(["--stage", "measure", "--out", str(tmp_path)])
+  minima = json.loads((tmp_path / "minima.json").read_text())["minima"]
+  assert sorted(minima) == sorted(finals)
+  for name, minimum in minima.items():
+    assert minimum["seed"] == finals[name]["seed"] and minimum["images"] == 32
+    assert set(compare.PARTS) - {"trace_and_diagonal"} <= set(minimum)
+    assert minimum["settings"]["layer_lanczos_steps"] == 3  # the child measured with these
+    assert sorted(minimum["layers"]) == sorted({k.split("'")[1]
+                                                for k in minimum["parameter_norms"]})

@@ -23,7 +23,11 @@ construction:
 
 Stages (``--stage``): ``tune`` writes ``tuning.json`` (every trial's curve,
 each cell's choice), ``final`` writes ``finals.json`` (every seed's curve
-and summary); each record lands the moment its program ends, so the script
+and summary), ``measure`` writes ``minima.json`` (each final network's
+minimum measured by ``training.diagnose`` with SETTINGS: loss, top Hessian
+eigenvalue and trace, perturbation sharpness absolute and relative, the
+same eigenvalue and trace per layer, the parameters' norms; one process per
+run, pinned to its core); each record lands the moment its program ends, so the script
 can be stopped at any time and started again: finished programs are
 skipped, a half-done one continues with ``--resume``. ``--jobs 2`` runs two
 programs at once, each pinned to its own core. Workdirs go under
@@ -33,19 +37,22 @@ Run: python experiments/which_optimizer/compare.py --stage tune --jobs 2
 """
 
 import argparse
+import dataclasses
 import datetime
 import itertools
 import json
 import math
 import pathlib
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 sys.path.insert(0, str(ROOT))
 import _jobs  # noqa: E402
-from training import sweeps  # noqa: E402
+from training import diagnose, sweeps  # noqa: E402
 
 HERE = ROOT / "experiments" / "which_optimizer"
 CELLS = (("mnist", "mnistfc"), ("mnist", "lenet"), ("fashion_mnist", "lenet"))
@@ -69,6 +76,12 @@ GRID = {
     "heat-uniform": {"lr": [0.1, 0.3], "gamma": [1e-3, 1e-2]},
 }
 SEEDS = (0, 1, 2)
+# The minima, measured on the first 1,024 training images in 2 minibatches
+# (train.py --diagnose's defaults take 10,000 and would cost more than the runs).
+SETTINGS = diagnose.Settings(images=1024, batch=512, top_k=1, lanczos_steps=20, probes=10,
+                             perturbations=8, layer_lanczos_steps=10)
+PARTS = ("top_eigenvalues", "trace_and_diagonal", "perturbation_sharpness",
+         "relative_sharpness", "layers", "parameter_norms")
 EVAL_EVERY = {"tune": 2.5, "final": 1.0}  # the final curves are drawn per effective epoch
 SHARPNESS_EVERY = 2.0  # the final runs' top eigenvalue and trace along the way (train.py's)
 
@@ -224,11 +237,57 @@ def final(cells, optimizers, cores, runs, out: pathlib.Path, tuning: pathlib.Pat
   _save(out, result)
 
 
+def measure_one(workdir: pathlib.Path, settings: diagnose.Settings) -> dict:
+  """The minimum of the run in ``workdir`` (its newest checkpoint) as a JSON record."""
+  network = diagnose.network_loss(workdir, settings)
+  measured = diagnose.measure(network.loss_fn, network.params, network.batches, settings, PARTS)
+  return {**network.about, "settings": json.loads(json.dumps(dataclasses.asdict(settings))),
+          **measured}
+
+
+def measure(cores, out: pathlib.Path, finals: pathlib.Path) -> None:
+  """Each finished final run not yet in ``out``, one process per core at a time."""
+  runs = json.loads(finals.read_text()).get("runs", {}) if finals.is_file() else {}
+  result = json.loads(out.read_text()) if out.is_file() else {}
+  records = result.setdefault("minima", {})
+  result.update(what="experiments/which_optimizer/compare.py --stage measure", parts=PARTS,
+                machine=_jobs.machine())
+  todo = [(name, run["workdir"]) for name, run in runs.items()
+          if name not in records and not run["diverged"]]
+  settings = json.dumps(dataclasses.asdict(SETTINGS))
+  running = {}
+  while todo or running:
+    for core in [c for c in cores if c not in running][:len(todo)]:
+      name, workdir = todo.pop(0)
+      argv = ["taskset", "-c", str(core), sys.executable, __file__, "--measure-one", workdir,
+              "--settings", settings]
+      running[core] = (name, subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE, text=True),
+                       time.perf_counter())
+    time.sleep(1.0)
+    for core, (name, process, began) in list(running.items()):
+      if process.poll() is None:
+        continue
+      del running[core]
+      stdout, stderr = process.communicate()
+      if process.returncode:
+        sys.exit(f"{name}: measuring failed:\n{stderr[-2000:]}")
+      records[name] = {**json.loads(stdout.splitlines()[-1]),
+                       "process_wall_s": round(time.perf_counter() - began, 1),
+                       "date": datetime.date.today().isoformat()}
+      _save(out, result)
+      print(name, "measured", flush=True)
+  _save(out, result)
+
+
 def main(argv: list[str] | None = None) -> None:
   ours, extra = _jobs.split_argv(argv)
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    usage="%(prog)s [options] [-- train.py flags for every run]")
-  parser.add_argument("--stage", choices=("tune", "final"), required=True)
+  parser.add_argument("--stage", choices=("tune", "final", "measure"))
+  parser.add_argument("--measure-one", type=pathlib.Path, metavar="WORKDIR",
+                      help=argparse.SUPPRESS)  # the measure stage's child process
+  parser.add_argument("--settings", help=argparse.SUPPRESS)
   parser.add_argument("--jobs", type=int, default=1, help="programs at once, one core each")
   parser.add_argument("--cells", nargs="+", default=[f"{d}-{m}" for d, m in CELLS],
                       choices=[f"{d}-{m}" for d, m in CELLS])
@@ -239,11 +298,20 @@ def main(argv: list[str] | None = None) -> None:
                       default=ROOT / "runs" / "which_optimizer",
                       help="the programs' workdirs (default: %(default)s)")
   args = parser.parse_args(ours)
+  if args.measure_one is not None:
+    settings = diagnose.Settings(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in json.loads(args.settings).items()})
+    print(json.dumps(measure_one(args.measure_one, settings)), flush=True)
+    return
+  if args.stage is None:
+    parser.error("--stage is required")
   cores = _jobs.check_jobs(args.jobs)
   cells = [c for c in CELLS if f"{c[0]}-{c[1]}" in args.cells]
   args.out.mkdir(parents=True, exist_ok=True)
   if args.stage == "tune":
     tune(cells, args.optimizers, cores, args.runs, args.out / "tuning.json", extra)
+  elif args.stage == "measure":
+    measure(cores, args.out / "minima.json", args.out / "finals.json")
   else:
     final(cells, args.optimizers, cores, args.runs, args.out / "finals.json",
           args.out / "tuning.json", extra)
