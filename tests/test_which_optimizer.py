@@ -107,3 +107,16 @@ def test_tune_then_final_records_every_run_and_the_choice(compare, mnist_dir, tm
     assert minimum["settings"]["layer_lanczos_steps"] == 3  # the child measured with these
     assert sorted(minimum["layers"]) == sorted({k.split("'")[1]
                                                 for k in minimum["parameter_norms"]})
+
+
+def test_the_tuning_table_marks_each_cells_choice(compare, load_script):
+  report = load_script("experiments/which_optimizer/report.py")
+  cell = "mnist-mnistfc-sgd"
+  errors = dict(zip(["0.01", "0.03", "0.1", "0.3"], [1.64, 1.70, 1.67, None]))
+  trials = {f"{cell}/lr={lr}": {"val_error": e, "diverged": e is None,
+                                "setting": {"lr": float(lr)}} for lr, e in errors.items()}
+  tuning = {"trials": trials, "chosen": {cell: compare.choose(list(trials.values()))}}
+  table = report.tuning_table(tuning)
+  assert ("| mnist mnistfc | sgd | **lr=0.01: 1.64**; lr=0.03: 1.70; lr=0.1: 1.67; "
+          "lr=0.3: diverged | lr 0.01 | 0.127 |") in table
+  assert table.count("\n") == 3  # the header, its rule and the one tuned cell

@@ -4,9 +4,11 @@
 # effective epochs), then the chosen settings' seeds (finals.json: 3 seeds
 # each), then their minima measured (minima.json). Two programs at a time,
 # each pinned to one core; stopped, the same command goes on where it
-# stopped (finished programs and measured runs are skipped).
+# stopped (finished programs and measured runs are skipped). report.py
+# writes the tables (tuning.md) from the records.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 python experiments/which_optimizer/compare.py --stage tune --jobs 2
 python experiments/which_optimizer/compare.py --stage final --jobs 2
 python experiments/which_optimizer/compare.py --stage measure --jobs 2
+python experiments/which_optimizer/report.py
