@@ -120,3 +120,43 @@ def test_the_tuning_table_marks_each_cells_choice(compare, load_script):
   assert ("| mnist mnistfc | sgd | **lr=0.01: 1.64**; lr=0.03: 1.70; lr=0.1: 1.67; "
           "lr=0.3: diverged | lr 0.01 | 0.127 |") in table
   assert table.count("\n") == 3  # the header, its rule and the one tuned cell
+
+
+def _final(optimizer, seed, error, top):
+  curve = [{"effective_epochs": e, "val_error": error + 10 - e,
+            "sharpness": {"top_eigenvalue": top * (1 + e)}} for e in (0.0, 5.0, 10.0)]
+  return {"dataset": "mnist", "model": "lenet", "optimizer": optimizer, "seed": seed,
+          "diverged": False, "val_error": error, "curve": curve}
+
+
+def _minimum(top, loss):
+  return {"loss": loss, "top_eigenvalues": [top], "trace": {"value": 10 * top},
+          "perturbation_sharpness": {"sigmas": [1e-3, 1e-2], "increase": [0.0, top / 100]},
+          "relative_sharpness": {"sigmas": [1e-2, 1e-1], "increase": [0.0, top / 50]}}
+
+
+def test_the_results_rank_by_mean_and_say_which_gaps_the_seeds_resolve(load_script, tmp_path):
+  report = load_script("experiments/which_optimizer/report.py")
+  errors = {"sgd": (1.00, 1.02), "adamw": (1.01, 1.03), "sam": (1.50, 1.52),
+            "entropy-sgd": (0.90, 1.20)}
+  finals, minima = {}, {}
+  for rank, (optimizer, pair) in enumerate(errors.items()):
+    for seed, error in enumerate(pair):
+      name = f"mnist-lenet-{optimizer}/seed_{seed}"
+      finals[name] = _final(optimizer, seed, error, top=10.0 * (rank + 1))
+      minima[name] = _minimum(10.0 * (rank + 1), loss=0.01 * error)
+  finals["mnist-lenet-swa/seed_0"] = {**_final("swa", 0, 0.5, 1.0), "diverged": True}
+  rows = report.ranking(finals)[("mnist", "lenet")]
+  assert [r["optimizer"] for r in rows] == ["sgd", "adamw", "entropy-sgd", "sam"]  # swa: out
+  assert rows[0]["mean"] == pytest.approx(1.01) and rows[0]["std"] == pytest.approx(0.01414, 1e-3)
+  # sgd -> adamw: 0.01 apart, under 2 standard errors (0.028); adamw ->
+  # entropy-sgd: 0.03, under 0.30 (entropy-sgd's seeds spread); entropy-sgd ->
+  # sam: 0.46, over it.
+  assert [r.get("gap_resolved") for r in rows] == [False, False, True, None]
+  text = report.results_text(finals, minima)
+  assert "| 1 | sgd | 1.010 +- 0.014 | 2 | 0.010 (no) |" in text
+  # The training loss orders the optimizers as their error does; the top
+  # eigenvalue swaps the last two.
+  assert "training loss +1.00" in text and "top eigenvalue +0.80" in text
+  report.figures(finals, minima, tmp_path)
+  assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "flatness.png").is_file()

@@ -5,7 +5,8 @@
 # each), then their minima measured (minima.json). Two programs at a time,
 # each pinned to one core; stopped, the same command goes on where it
 # stopped (finished programs and measured runs are skipped). report.py
-# writes the tables (tuning.md) from the records.
+# writes the tables and figures (tuning.md, results.md, curves.png,
+# flatness.png) from the records.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 python experiments/which_optimizer/compare.py --stage tune --jobs 2
