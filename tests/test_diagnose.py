@@ -19,7 +19,7 @@ from training.config import ConfigError
 
 SMALL = diagnose.Settings(images=32, batch=16, top_k=2, lanczos_steps=8, probes=4,
                           density_probes=1, density_steps=6, gammas=(0.1, 1.0), chain_steps=20,
-                          sigmas=(1e-3, 1e-2), perturbations=2)
+                          sigmas=(1e-3, 1e-2), perturbations=2, layer_lanczos_steps=4)
 
 
 @pytest.fixture(scope="module")

@@ -82,7 +82,7 @@ def test_a_record_without_a_later_diagnostic_gets_just_that_one(measure, monkeyp
 
   old = {"model": "lenet", "top_eigenvalues": [1.0], "diagonal": {}, "spectral_density": {},
          "local_entropy": {}, "perturbation_sharpness": {}}
-  whole = {**old, "relative_sharpness": {}, "parameter_norms": {}}
+  whole = {**old, "relative_sharpness": {}, "layers": {}, "parameter_norms": {}}
   records = tmp_path / "diagnostics.json"
   records.write_text(json.dumps({"old": old, "whole": whole}))
   monkeypatch.setattr(measure, "RECORDS", records)
@@ -97,7 +97,7 @@ def test_a_record_without_a_later_diagnostic_gets_just_that_one(measure, monkeyp
   for name in ("old", "whole"):
     (tmp_path / name).mkdir()
   measure.top_up({"old": {"workdir": "old"}, "whole": {"workdir": "whole"}})
-  assert calls == [("old", ("relative_sharpness", "parameter_norms"))]
+  assert calls == [("old", ("relative_sharpness", "layers", "parameter_norms"))]
   assert json.loads(records.read_text())["old"] == whole
 
 
