@@ -73,3 +73,82 @@ def test_bad_inputs_are_refused():
     pde.hopf_lax(f, [0.0], np.array([0.0, 1.0, 3.0]), gamma=1.0)
   with pytest.raises(ValueError, match="edge"):
     pde.hopf_lax(lambda y: -y, [0.0], np.linspace(-1, 1, 11), gamma=1.0)
+
+
+def _faces(x):
+  return 0.5 * (x[:-1] + x[1:])
+
+
+def double_well(z):
+  return (z**2 - 1) ** 2 + 0.3 * z
+
+
+def double_well_slope(z):
+  return 4 * z * (z**2 - 1) + 0.3
+
+
+@pytest.mark.parametrize("drift,beta", [
+    (lambda faces: -double_well_slope(faces), 4.0),  # the loss's gradient flow, with noise
+    (lambda faces: lambda z, s: -(1 + s) * double_well_slope(z), 4.0),  # changing in time
+    (lambda faces: -double_well_slope(faces), np.inf),  # transport alone
+])
+def test_mass_is_conserved_and_the_density_stays_non_negative(drift, beta):
+  x = np.linspace(-2.5, 2.5, 201)
+  rho0 = np.where(np.abs(x - 0.5) < 0.3, 1.0, 0.0)  # a box: steep fronts
+  rho = pde.fokker_planck(rho0, x, drift(_faces(x)), beta=beta, t=1.5)
+  assert abs(rho.sum() / rho0.sum() - 1) < 1e-10
+  assert rho.min() >= 0
+  assert np.abs(rho - rho0).sum() > 0.5 * rho0.sum()  # it moved
+
+
+def test_the_long_time_density_is_gibbs_at_first_order():
+  errors = []
+  for n in (41, 81, 161):
+    x = np.linspace(-2.5, 2.5, n)
+    # beta 1.5: the barrier is crossed many times by t = 20 (at beta 3, not yet)
+    rho = pde.fokker_planck(np.ones(n), x, -double_well_slope(_faces(x)), beta=1.5, t=20.0)
+    gibbs = np.exp(-1.5 * double_well(x))
+    errors.append(np.abs(rho / rho.sum() - gibbs / gibbs.sum()).sum())
+  assert errors[-1] < 0.03
+  orders = np.log2(np.array(errors[:-1]) / errors[1:])
+  assert np.all((orders > 0.8) & (orders < 1.3)), (errors, orders)
+
+
+def test_an_ornstein_uhlenbeck_density_converges_at_first_order():
+  # dx = -x dt + sqrt(2 / beta) dW from N(m0, s0^2): N(m0 e^-t, s0^2 e^-2t + (1 - e^-2t) / beta).
+  beta, t, m0, s0 = 2.0, 1.0, 1.5, 0.4
+  mean = m0 * np.exp(-t)
+  var = s0**2 * np.exp(-2 * t) + (1 - np.exp(-2 * t)) / beta
+  errors = []
+  for n in (101, 201, 401, 801):
+    x = np.linspace(-4, 5, n)
+    h = x[1] - x[0]
+    rho0 = np.exp(-0.5 * (x - m0) ** 2 / s0**2) / np.sqrt(2 * np.pi * s0**2)
+    rho = pde.fokker_planck(rho0, x, -_faces(x), beta=beta, t=t)
+    exact = np.exp(-0.5 * (x - mean) ** 2 / var) / np.sqrt(2 * np.pi * var)
+    errors.append(np.abs(rho - exact).sum() * h)
+  orders = np.log2(np.array(errors[:-1]) / errors[1:])
+  assert np.all((orders > 0.8) & (orders < 1.3)), (errors, orders)
+  assert errors[-1] < 1e-2
+
+
+def test_a_step_beyond_the_monotonicity_bound_is_cut_to_it():
+  x = np.linspace(-1, 1, 41)
+  rho0 = np.where(np.abs(x) < 0.2, 1.0, 0.0)
+  rho = pde.fokker_planck(rho0, x, np.full(40, 5.0), beta=50.0, t=0.05, dt=0.05)
+  assert rho.min() >= 0  # one step of 0.05 would overshoot: negative densities
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda x: pde.fokker_planck(-np.ones(x.size), x, np.zeros(x.size - 1), beta=1, t=1),
+     "non-negative"),
+    (lambda x: pde.fokker_planck(np.ones(x.size), x, np.zeros(x.size), beta=1, t=1),
+     "one per face"),
+    (lambda x: pde.fokker_planck(np.ones(x.size), x, np.zeros(x.size - 1), beta=0, t=1),
+     "beta must be > 0"),
+    (lambda x: pde.fokker_planck(np.ones(x.size), x, np.zeros(x.size - 1), beta=1, t=-1),
+     "t must be >= 0"),
+])
+def test_bad_fokker_planck_inputs_are_named(call, match):
+  with pytest.raises(ValueError, match=match):
+    call(np.linspace(0, 1, 11))
