@@ -33,6 +33,21 @@ def test_figure1_shows_what_its_caption_says(figure1):
   assert np.all(u["heat"] >= u["viscous"]) and np.all(np.diff(u["heat"], 2) > 0)
 
 
+def test_figure1_densities_end_where_its_caption_says(figure1):
+  rho = figure1.densities(points=401)
+  h = rho["x"][1] - rho["x"][0]
+  for key in ("sgd", "viscous", "hopf_lax"):
+    assert rho[key].sum() * h == pytest.approx(1.0, abs=1e-10) and rho[key].min() >= 0
+  basins = rho["basins"]
+  order = np.argsort([b["minimum_f"] for b in basins])
+  best, second = basins[order[0]], basins[order[1]]
+  # SGD stays in the local minima it started near; the viscous HJ drift takes
+  # the density to the global minimum, Hopf-Lax to the nearly optimal one.
+  assert best["sgd"] < 0.05 and max(abs(b["sgd"] - b["initial"]) for b in basins) < 0.1
+  assert best["viscous"] > 0.8
+  assert second["hopf_lax"] > 0.8 and second["minimum_x"] < best["minimum_x"]
+
+
 def test_local_minima_are_the_strict_interior_ones(figure1):
   assert figure1.local_minima(np.array([3.0, 1.0, 2.0, 2.0, 0.0, 5.0, 4.0])).tolist() == [1, 4]
 
@@ -63,7 +78,7 @@ def test_main_draws_both_figures(figure1, figure4, tmp_path):
             "effective_epochs": 45.0}
   runs = tmp_path / "runs.json"
   runs.write_text(json.dumps(records))
-  figure1.main(["--out", str(tmp_path / "out")])
+  figure1.main(["--out", str(tmp_path / "out"), "--points", "201"])
   figure4.main(["--runs", str(runs), "--out", str(tmp_path / "out")])
   import matplotlib.image
   for name in ("figure1.png", "figure4.png"):
