@@ -198,7 +198,8 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike[str]) -> Train
   Every check (workdir, resume, data) runs before anything is written. An
   evaluation (BatchNorm statistics re-estimated, then the test set) runs at
   update 0, every ``eval_every`` effective epochs and at the end; each one
-  appends a record to ``metrics.jsonl`` and saves a checkpoint.
+  appends a record to ``metrics.jsonl`` (with the sharpness where
+  ``--sharpness-every`` asks for it) and saves a checkpoint.
 
   Raises:
     ConfigError: a workdir that already holds checkpoints without ``resume``,
