@@ -13,9 +13,10 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -56,6 +57,50 @@ def check_jobs(jobs: int) -> list[int]:
   return cores[:jobs]
 
 
+class Ended(NamedTuple):
+  returncode: int
+  stdout: str
+  stderr: str
+  wall_s: float
+
+
+def run_commands(commands: Sequence[tuple[Any, list[str]]], cores: Sequence[int],
+                 on_end: Callable[[Any, Ended], None], pin: bool = True) -> None:
+  """Runs each ``(key, argv)`` of ``commands`` in order, one per core of
+  ``cores`` at a time, and calls ``on_end(key, Ended(...))`` as each ends.
+
+  Output goes to temporary files, not pipes: a pipe nobody reads while the
+  process runs would fill and block it. An exception in ``on_end`` (a
+  failure it will not record) stops the processes still running.
+  """
+  todo, running = list(commands), {}
+  try:
+    while todo or running:
+      for core in [c for c in cores if c not in running]:
+        if not todo:
+          break
+        key, argv = todo.pop(0)
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        process = subprocess.Popen([*(["taskset", "-c", str(core)] if pin else []), *argv],
+                                   cwd=ROOT, stdout=out, stderr=err, text=True)
+        running[core] = (key, process, out, err, time.perf_counter())
+      time.sleep(0.2)
+      for core, (key, process, out, err, began) in list(running.items()):
+        if process.poll() is None:
+          continue
+        del running[core]
+        wall_s = round(time.perf_counter() - began, 1)
+        texts = []
+        for f in (out, err):
+          f.seek(0)
+          texts.append(f.read())
+          f.close()
+        on_end(key, Ended(process.returncode, *texts, wall_s))
+  finally:
+    for _, process, *_ in running.values():
+      process.terminate()
+
+
 def run(jobs: Sequence[Job], cores: Sequence[int], on_done: Callable[[Finished], None],
         pin: bool = True) -> None:
   """Runs ``jobs`` in order, one per core of ``cores`` at a time.
@@ -66,32 +111,19 @@ def run(jobs: Sequence[Job], cores: Sequence[int], on_done: Callable[[Finished],
   A run that stops with NaN or Inf (train.py's exit status 1 and its
   message) is a result; any other failure stops the script with its stderr.
   """
-  todo, running = list(jobs), {}
-  while todo or running:
-    for core in [c for c in cores if c not in running]:
-      if not todo:
-        break
-      job = todo.pop(0)
-      argv = [*job.flags, "--no-progress", "--workdir", str(job.workdir),
-              *(["--resume"] if job.workdir.exists() else [])]
-      process = subprocess.Popen(
-          [*(["taskset", "-c", str(core)] if pin else []), sys.executable, str(ROOT / "train.py"), *argv],
-          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      running[core] = (job, process, time.perf_counter())
-    time.sleep(1.0)
-    for core, (job, process, began) in list(running.items()):
-      if process.poll() is None:
-        continue
-      del running[core]
-      stdout, stderr = process.communicate()
-      try:
-        finished = _finished(job, process.returncode, stdout, stderr, began)
-      except _Failed as e:
-        for _, other, _ in running.values():
-          other.terminate()
-        sys.exit(str(e))
-      for done in finished:
-        on_done(done)
+  def command(job: Job) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), *job.flags, "--no-progress",
+            "--workdir", str(job.workdir), *(["--resume"] if job.workdir.exists() else [])]
+
+  def on_end(job: Job, ended: Ended) -> None:
+    try:
+      finished = _finished(job, ended.returncode, ended.stdout, ended.stderr, ended.wall_s)
+    except _Failed as e:
+      sys.exit(str(e))
+    for done in finished:
+      on_done(done)
+
+  run_commands([(job, command(job)) for job in jobs], cores, on_end, pin)
 
 
 class _Failed(Exception):
@@ -103,12 +135,11 @@ def _fail(name: str, stderr: str) -> None:
 
 
 def _finished(job: Job, returncode: int, stdout: str, stderr: str,
-              began: float) -> list[Finished]:
+              wall_s: float) -> list[Finished]:
   """What a train.py process that ended leaves: one Finished per run (a job
   of several runs, one per member). A run that stopped with NaN or Inf
   (train.py's exit status 1 and its message) is a result; any other failure
   stops the script with its stderr, and the other running jobs with it."""
-  wall_s = round(time.perf_counter() - began, 1)
   curve = lambda workdir: [json.loads(line)
                            for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   if not job.members:

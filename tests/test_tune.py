@@ -151,3 +151,15 @@ def test_a_default_also_in_the_grid_is_one_point_recorded_under_both_names(load_
   names = dict(job.members)
   assert len(names) == 9 and len(set(names.values())) == 6
   assert names["lenet-entropy-sgd-lr0.1"] == names[f"lenet-entropy-sgd-lr0.1-gamma{gamma:g}"]
+
+
+def test_commands_run_side_by_side_and_a_chatty_one_does_not_block(tune):
+  # 200 KB on stderr is more than a pipe holds: read only at the end, it would hang.
+  chatty = "import sys; sys.stderr.write('x' * 200_000); print('done')"
+  commands = [(i, [tune._jobs.sys.executable, "-c", code])
+              for i, code in enumerate([chatty, "import sys; sys.exit(3)", "print(2)"])]
+  ended = {}
+  tune._jobs.run_commands(commands, [0, 1], lambda key, e: ended.update({key: e}), pin=False)
+  assert sorted(ended) == [0, 1, 2]
+  assert (ended[0].stdout, len(ended[0].stderr)) == ("done\n", 200_000)
+  assert (ended[1].returncode, ended[2].stdout) == (3, "2\n")

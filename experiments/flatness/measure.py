@@ -22,9 +22,7 @@ Run: python experiments/flatness/measure.py [--jobs 2] [--tables]
 import argparse
 import json
 import pathlib
-import subprocess
 import sys
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HERE = pathlib.Path(__file__).resolve().parent
@@ -57,27 +55,17 @@ def measure(runs: dict, cores: list[int]) -> None:
     if done.exists() and json.loads(done.read_text())["step"] == runs[name]["summary"]["updates"]:
       _land(records, name, workdir)
       todo.remove((name, workdir))
-  running = {}
-  while todo or running:
-    for core in [c for c in cores if c not in running]:
-      if todo:
-        name, workdir = todo.pop(0)
-        command = ["taskset", "-c", str(core), sys.executable, str(ROOT / "train.py"),
-                   "--workdir", str(ROOT / workdir), "--diagnose"]
-        # Its progress lines go to a file: a pipe nobody reads would fill and block it.
-        log = (ROOT / workdir / "diagnose.log").open("w")
-        running[core] = (name, workdir, log, subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True))
-    time.sleep(1.0)
-    for core, (name, workdir, log, process) in list(running.items()):
-      if process.poll() is None:
-        continue
-      del running[core]
-      log.close()
-      if process.returncode:
-        stderr = (ROOT / workdir / "diagnose.log").read_text()
-        sys.exit(f"{name}: train.py --diagnose failed:\n{stderr[-2000:]}")
-      _land(records, name, workdir)
+
+  def on_end(name: str, ended: _jobs.Ended) -> None:
+    workdir = runs[name]["workdir"]
+    (ROOT / workdir / "diagnose.log").write_text(ended.stderr)  # its progress lines
+    if ended.returncode:
+      sys.exit(f"{name}: train.py --diagnose failed:\n{ended.stderr[-2000:]}")
+    _land(records, name, workdir)
+
+  _jobs.run_commands(
+      [(name, [sys.executable, str(ROOT / "train.py"), "--workdir", str(ROOT / workdir),
+               "--diagnose"]) for name, workdir in todo], cores, on_end)
 
 
 def top_up(runs: dict) -> None:

@@ -43,9 +43,7 @@ import itertools
 import json
 import math
 import pathlib
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -255,28 +253,18 @@ def measure(cores, out: pathlib.Path, finals: pathlib.Path) -> None:
   todo = [(name, run["workdir"]) for name, run in runs.items()
           if name not in records and not run["diverged"]]
   settings = json.dumps(dataclasses.asdict(SETTINGS))
-  running = {}
-  while todo or running:
-    for core in [c for c in cores if c not in running][:len(todo)]:
-      name, workdir = todo.pop(0)
-      argv = ["taskset", "-c", str(core), sys.executable, __file__, "--measure-one", workdir,
-              "--settings", settings]
-      running[core] = (name, subprocess.Popen(argv, stdout=subprocess.PIPE,
-                                              stderr=subprocess.PIPE, text=True),
-                       time.perf_counter())
-    time.sleep(1.0)
-    for core, (name, process, began) in list(running.items()):
-      if process.poll() is None:
-        continue
-      del running[core]
-      stdout, stderr = process.communicate()
-      if process.returncode:
-        sys.exit(f"{name}: measuring failed:\n{stderr[-2000:]}")
-      records[name] = {**json.loads(stdout.splitlines()[-1]),
-                       "process_wall_s": round(time.perf_counter() - began, 1),
-                       "date": datetime.date.today().isoformat()}
-      _save(out, result)
-      print(name, "measured", flush=True)
+
+  def on_end(name: str, ended: _jobs.Ended) -> None:
+    if ended.returncode:
+      sys.exit(f"{name}: measuring failed:\n{ended.stderr[-2000:]}")
+    records[name] = {**json.loads(ended.stdout.splitlines()[-1]),
+                     "process_wall_s": ended.wall_s, "date": datetime.date.today().isoformat()}
+    _save(out, result)
+    print(name, "measured", flush=True)
+
+  _jobs.run_commands(
+      [(name, [sys.executable, __file__, "--measure-one", workdir, "--settings", settings])
+       for name, workdir in todo], cores, on_end)
   _save(out, result)
 
 
