@@ -22,7 +22,10 @@ coupling strength, the PDE time is :math:`t = 1/\gamma`.
 
 :func:`fokker_planck` evolves a density instead: the law of
 :math:`dx = b(x, t)\,dt + \sqrt{2/\beta}\,dW` (the library's Langevin,
-temperature :math:`\beta^{-1}`), by monotone finite volumes.
+temperature :math:`\beta^{-1}`), by monotone finite volumes;
+:func:`expected_value` runs its transpose backwards in time, and
+:func:`optimal_control` solves the control problem of the paper's Theorem 12
+with it.
 
 Example:
   >>> import numpy as np
@@ -247,11 +250,133 @@ def fokker_planck(
     if not static:
       b = np.asarray(drift(faces, s), np.float64)
     step = min(0.9 * _monotone_step(b, h, diffusion), t - s, np.inf if dt is None else dt)
-    flux = np.maximum(b, 0.0) * rho[:-1] + np.minimum(b, 0.0) * rho[1:]
-    flux -= diffusion * (rho[1:] - rho[:-1]) / h
+    right, left = _face_rates(b, h, diffusion)
+    flux = right * rho[:-1] - left * rho[1:]  # through each face, left to right
     change = np.zeros_like(rho)
     change[:-1] -= flux
     change[1:] += flux
     rho = rho + step / h * change
     s = t if step == t - s else s + step
   return rho
+
+
+def _face_rates(b: np.ndarray, h: float, diffusion: float) -> tuple[np.ndarray, np.ndarray]:
+  """The scheme's rates through each face, per unit of density: to the right
+  from the cell on its left, and to the left from the cell on its right (the
+  upwinded drift plus the diffusion's central difference, both >= 0)."""
+  return np.maximum(b, 0.0) + diffusion / h, np.maximum(-b, 0.0) + diffusion / h
+
+
+def expected_value(
+    g: np.ndarray, x: np.ndarray, drift: np.ndarray, *, beta: float, t: float,
+    snapshots: int = 1,
+) -> np.ndarray:
+  r"""The expected value :math:`v(x, s) = \mathbb{E}[g(x(t)) \mid x(s) = x]`.
+
+  For :math:`dx = b(x)\,ds + \sqrt{2/\beta}\,dW`, v solves the backward
+  Kolmogorov equation :math:`-v_s = b\, v_x + \beta^{-1} v_{xx}`,
+  :math:`v(\cdot, t) = g`. Each step is the transpose of
+  :func:`fokker_planck`'s (same cells, no-flux ends, upwinding and steps), so
+  the two are exactly adjoint: :math:`\sum_i \rho_t(x_i) g(x_i) =
+  \sum_i \rho_0(x_i) v(x_i, 0)`, and v is the expectation of g over the
+  scheme's own Markov chain: monotone, a constant is kept, first order in h.
+
+  Args:
+    g: the terminal values at ``x``.
+    x: uniform, increasing cell centres (as :func:`fokker_planck`).
+    drift: b at the faces ``(x[:-1] + x[1:]) / 2``, fixed in time.
+    beta: inverse temperature, > 0 (``np.inf``: transport only).
+    t: the terminal time, >= 0.
+    snapshots: v is returned at the times ``s = j t / snapshots``,
+      j = 0 .. snapshots; every interval is cut into equal steps inside the
+      monotonicity bound.
+
+  Returns:
+    Shape ``(snapshots + 1, x.size)``: row j is :math:`v(\cdot, j t / \text{snapshots})`,
+    the last row is g.
+
+  Example:
+    >>> import numpy as np
+    >>> from entropix import pde
+    >>> x = np.linspace(-6, 6, 601)
+    >>> faces = (x[:-1] + x[1:]) / 2
+    >>> v = pde.expected_value(x, x, -faces, beta=2.0, t=1.0)  # Ornstein-Uhlenbeck
+    >>> print(np.round(v[0][x == 1.0], 2))  # E[x(1) | x(0) = 1] = exp(-1)
+    [0.37]
+  """
+  x, h = _grid(x)
+  out = np.array(g, np.float64)
+  b = np.asarray(drift, np.float64)
+  if out.shape != x.shape or not np.all(np.isfinite(out)):
+    raise ValueError(f"g must be {x.size} finite values, one per cell of x")
+  if b.shape != (x.size - 1,):
+    raise ValueError(f"drift must hold {x.size - 1} values, one per face between cells of x; "
+                     f"got shape {b.shape}")
+  if not beta > 0:
+    raise ValueError(f"beta must be > 0 (np.inf for no diffusion), got {beta}")
+  if not t >= 0 or not (isinstance(snapshots, int) and snapshots >= 1):
+    raise ValueError(f"t must be >= 0 and snapshots an int >= 1, got t={t}, snapshots={snapshots}")
+  diffusion = 0.0 if np.isinf(beta) else 1.0 / beta
+  interval = t / snapshots
+  steps = max(1, int(np.ceil(interval / (0.9 * _monotone_step(b, h, diffusion)))))
+  k = interval / steps / h
+  right, left = _face_rates(b, h, diffusion)
+  values = [out]
+  for _ in range(snapshots):
+    for _ in range(steps):
+      jump = out[1:] - out[:-1]
+      change = np.zeros_like(out)
+      change[:-1] += right * jump  # what the left cell sends right sees the right cell's value
+      change[1:] -= left * jump
+      out = out + k * change
+    values.append(out)
+  return np.stack(values[::-1])
+
+
+def optimal_control(
+    terminal: np.ndarray, x: np.ndarray, drift: np.ndarray, *, beta: float, t: float,
+    snapshots: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+  r"""The value function and optimal control of the paper's Theorem 12.
+
+  For the controlled Langevin dynamics
+  :math:`dx = (b(x) - \alpha)\,ds + \sqrt{2/\beta}\,dW` on
+  :math:`[s, t]` and the cost
+  :math:`\mathbb{E}[V(x(t)) + \frac12 \int_s^t |\alpha|^2 d\sigma]`, the
+  least cost u(x, s) solves the Hamilton-Jacobi-Bellman equation
+  :math:`-u_s = b\, u_x - \frac12 |u_x|^2 + \beta^{-1} u_{xx}`,
+  :math:`u(\cdot, t) = V`, and the optimal control is
+  :math:`\alpha = u_x`. Cole-Hopf makes it linear:
+  :math:`u = -\frac2\beta \log w`, with w the expected value
+  (:func:`expected_value`) of :math:`e^{-\beta V / 2}` under the uncontrolled
+  dynamics. With :math:`b = -f'` (SGD), Theorem 12 compares u with SGD's
+  :math:`v = \mathbb{E}[V(x(t))]`: :math:`u \le v` is Jensen's inequality.
+
+  Args:
+    terminal: V at ``x``.
+    x, drift, beta, t, snapshots: as :func:`expected_value` (beta finite).
+
+  Returns:
+    ``(u, du)``: u at ``x``, shape ``(snapshots + 1, x.size)``, and the
+    control :math:`u_x` at the faces, shape ``(snapshots + 1, x.size - 1)``,
+    row j at time ``j t / snapshots``.
+
+  Example:
+    >>> import numpy as np
+    >>> from entropix import pde
+    >>> x = np.linspace(-3, 3, 301)
+    >>> u, du = pde.optimal_control(x ** 2, x, np.zeros(300), beta=4.0, t=1.0)
+    >>> print(np.round(u[0][x == 1.0], 2))  # x^2 / (1 + 2 t) + log(1 + 2 t) / beta
+    [0.61]
+  """
+  if not 0 < beta < np.inf:
+    raise ValueError(f"beta must be finite and > 0, got {beta}")
+  v = np.asarray(terminal, np.float64)
+  if not np.all(np.isfinite(v)):
+    raise ValueError("terminal must be finite")
+  low = v.min()  # exp(-beta (V - min V) / 2) keeps w in (0, 1]
+  w = expected_value(np.exp(-0.5 * beta * (v - low)), x, drift, beta=beta, t=t,
+                     snapshots=snapshots)
+  u = low - 2.0 / beta * np.log(w)
+  h = float(np.asarray(x)[1] - np.asarray(x)[0])
+  return u, np.diff(u, axis=1) / h

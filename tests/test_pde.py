@@ -152,3 +152,77 @@ def test_a_step_beyond_the_monotonicity_bound_is_cut_to_it():
 def test_bad_fokker_planck_inputs_are_named(call, match):
   with pytest.raises(ValueError, match=match):
     call(np.linspace(0, 1, 11))
+
+
+def test_the_expected_value_is_the_exact_adjoint_of_the_density():
+  x = np.linspace(-2.5, 2.5, 201)
+  b, beta, t = -double_well_slope(_faces(x)), 4.0, 0.7
+  g = np.cos(3 * x) + x
+  v = pde.expected_value(g, x, b, beta=beta, t=t, snapshots=2)
+  # The backward solver's step: equal steps inside 0.9 times the monotonicity bound.
+  bound = 0.9 * pde._monotone_step(b, x[1] - x[0], 1 / beta)
+  step = (t / 2) / np.ceil((t / 2) / bound)
+  rho0 = np.exp(-((x - 0.5) ** 2))
+  rho = pde.fokker_planck(rho0, x, b, beta=beta, t=t, dt=step)
+  assert abs(rho @ g - rho0 @ v[0]) < 1e-12 * (rho0 @ np.abs(v[0]))
+  assert np.array_equal(v[-1], g)
+  constant = pde.expected_value(np.full(x.size, 2.0), x, b, beta=beta, t=t)
+  assert np.allclose(constant, 2.0, rtol=0, atol=1e-13)
+
+
+def test_an_ornstein_uhlenbeck_mean_converges_at_first_order():
+  # dx = -x ds + sqrt(2 / beta) dW: E[x(t)^2 | x(0) = x] = x^2 e^-2t + (1 - e^-2t) / beta.
+  beta, t = 2.0, 1.0
+  errors = []
+  for n in (101, 201, 401):
+    x = np.linspace(-5, 5, n)
+    v = pde.expected_value(x**2, x, -_faces(x), beta=beta, t=t)[0]
+    exact = x**2 * np.exp(-2 * t) + (1 - np.exp(-2 * t)) / beta
+    errors.append(np.abs(v - exact)[np.abs(x) <= 2].max())
+  orders = np.log2(np.array(errors[:-1]) / errors[1:])
+  assert np.all((orders > 0.8) & (orders < 1.3)), (errors, orders)
+
+
+def test_the_optimal_control_of_a_quadratic_cost_converges_to_its_closed_form():
+  # b = 0, V = x^2: u(x, s) = x^2 / (1 + 2 (t - s)) + log(1 + 2 (t - s)) / beta.
+  beta, t = 4.0, 1.0
+  errors = []
+  for n in (201, 401, 801):
+    x = np.linspace(-4, 4, n)
+    u, du = pde.optimal_control(x**2, x, np.zeros(n - 1), beta=beta, t=t, snapshots=2)
+    s = np.array([0.0, 0.5, 1.0])[:, None]
+    exact = x**2 / (1 + 2 * (t - s)) + np.log(1 + 2 * (t - s)) / beta
+    inner = np.abs(x) <= 1.5
+    errors.append(np.abs(u - exact)[:, inner].max())
+    faces = _faces(x)[np.abs(_faces(x)) <= 1.5]
+    slope = du[:, np.abs(_faces(x)) <= 1.5]
+    assert np.abs(slope - 2 * faces / (1 + 2 * (t - s))).max() < 20 * errors[-1]
+  # No drift: the scheme is central differences, second order.
+  orders = np.log2(np.array(errors[:-1]) / errors[1:])
+  assert np.all((orders > 1.7) & (orders < 2.3)), (errors, orders)
+
+
+def test_theorem_12s_value_is_below_sgds_expected_loss():
+  # u <= v at every point and time (Jensen), strictly where the loss varies.
+  x = np.linspace(-2.5, 2.5, 201)
+  b = -double_well_slope(_faces(x))
+  V = double_well(x)
+  u, _ = pde.optimal_control(V, x, b, beta=3.0, t=2.0, snapshots=4)
+  v = pde.expected_value(V, x, b, beta=3.0, t=2.0, snapshots=4)
+  assert np.all(u <= v + 1e-12) and np.allclose(u[-1], v[-1])
+  assert (v[0] - u[0]).min() > 1e-3
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda x: pde.expected_value(np.ones(x.size - 1), x, np.zeros(x.size - 1), beta=1, t=1),
+     "g must be 11 finite values"),
+    (lambda x: pde.expected_value(np.ones(x.size), x, np.zeros(x.size), beta=1, t=1),
+     "one per face"),
+    (lambda x: pde.expected_value(np.ones(x.size), x, np.zeros(x.size - 1), beta=1, t=1,
+                                  snapshots=0), "snapshots an int >= 1"),
+    (lambda x: pde.optimal_control(np.ones(x.size), x, np.zeros(x.size - 1), beta=np.inf, t=1),
+     "beta must be finite"),
+])
+def test_bad_backward_inputs_are_named(call, match):
+  with pytest.raises(ValueError, match=match):
+    call(np.linspace(0, 1, 11))
