@@ -275,11 +275,13 @@ def expected_value(
 
   For :math:`dx = b(x)\,ds + \sqrt{2/\beta}\,dW`, v solves the backward
   Kolmogorov equation :math:`-v_s = b\, v_x + \beta^{-1} v_{xx}`,
-  :math:`v(\cdot, t) = g`. Each step is the transpose of
-  :func:`fokker_planck`'s (same cells, no-flux ends, upwinding and steps), so
-  the two are exactly adjoint: :math:`\sum_i \rho_t(x_i) g(x_i) =
-  \sum_i \rho_0(x_i) v(x_i, 0)`, and v is the expectation of g over the
-  scheme's own Markov chain: monotone, a constant is kept, first order in h.
+  :math:`v(\cdot, t) = g`. Each step is the transpose of a
+  :func:`fokker_planck` step (same cells, no-flux ends and upwinding), so
+  for the same steps (``fokker_planck(..., dt=t / snapshots / n)`` with this
+  function's n steps per interval) the two are adjoint to rounding:
+  :math:`\sum_i \rho_t(x_i) g(x_i) = \sum_i \rho_0(x_i) v(x_i, 0)`; and
+  v is the expectation of g over the scheme's own Markov chain: monotone, a
+  constant is kept, first order in h.
 
   Args:
     g: the terminal values at ``x``.
@@ -304,11 +306,20 @@ def expected_value(
     >>> print(np.round(v[0][x == 1.0], 2))  # E[x(1) | x(0) = 1] = exp(-1)
     [0.37]
   """
-  x, h = _grid(x)
   out = np.array(g, np.float64)
+  if out.shape != np.shape(x) or not np.all(np.isfinite(out)):
+    raise ValueError(f"g must be {np.size(x)} finite values, one per cell of x")
+  return _backward(out, x, drift, beta, t, snapshots, log=False)
+
+
+def _backward(g: np.ndarray, x, drift, beta: float, t: float, snapshots: int,
+              log: bool) -> np.ndarray:
+  """Steps the backward Kolmogorov equation from g at time t to 0; with
+  ``log``, g and the result are logarithms (the steps are positive
+  combinations of neighbours, so they go through log-sum-exp, which keeps
+  values far below float64's smallest)."""
+  x, h = _grid(x)
   b = np.asarray(drift, np.float64)
-  if out.shape != x.shape or not np.all(np.isfinite(out)):
-    raise ValueError(f"g must be {x.size} finite values, one per cell of x")
   if b.shape != (x.size - 1,):
     raise ValueError(f"drift must hold {x.size - 1} values, one per face between cells of x; "
                      f"got shape {b.shape}")
@@ -321,14 +332,26 @@ def expected_value(
   steps = max(1, int(np.ceil(interval / (0.9 * _monotone_step(b, h, diffusion)))))
   k = interval / steps / h
   right, left = _face_rates(b, h, diffusion)
-  values = [out]
+  # v_i <- stay_i v_i + up_i v_{i+1} + down_i v_{i-1}: what cell i sends
+  # through its right face sees the cell on the right, and so on.
+  up = k * np.append(right, 0.0)
+  down = k * np.insert(left, 0, 0.0)
+  stay = 1.0 - up - down  # >= 0 inside the monotonicity bound
+  if log:
+    with np.errstate(divide="ignore"):
+      weights = np.log(stay), np.log(up[:-1]), np.log(down[1:])
+  out, values = g, [g]
   for _ in range(snapshots):
     for _ in range(steps):
-      jump = out[1:] - out[:-1]
-      change = np.zeros_like(out)
-      change[:-1] += right * jump  # what the left cell sends right sees the right cell's value
-      change[1:] -= left * jump
-      out = out + k * change
+      if log:
+        new = weights[0] + out
+        new[:-1] = np.logaddexp(new[:-1], weights[1] + out[1:])
+        new[1:] = np.logaddexp(new[1:], weights[2] + out[:-1])
+      else:
+        new = stay * out
+        new[:-1] += up[:-1] * out[1:]
+        new[1:] += down[1:] * out[:-1]
+      out = new
     values.append(out)
   return np.stack(values[::-1])
 
@@ -349,7 +372,8 @@ def optimal_control(
   :math:`\alpha = u_x`. Cole-Hopf makes it linear:
   :math:`u = -\frac2\beta \log w`, with w the expected value
   (:func:`expected_value`) of :math:`e^{-\beta V / 2}` under the uncontrolled
-  dynamics. With :math:`b = -f'` (SGD), Theorem 12 compares u with SGD's
+  dynamics, stepped here in log space so that no cold beta or steep V
+  underflows it. With :math:`b = -f'` (SGD), Theorem 12 compares u with SGD's
   :math:`v = \mathbb{E}[V(x(t))]`: :math:`u \le v` is Jensen's inequality.
 
   Args:
@@ -374,9 +398,10 @@ def optimal_control(
   v = np.asarray(terminal, np.float64)
   if not np.all(np.isfinite(v)):
     raise ValueError("terminal must be finite")
-  low = v.min()  # exp(-beta (V - min V) / 2) keeps w in (0, 1]
-  w = expected_value(np.exp(-0.5 * beta * (v - low)), x, drift, beta=beta, t=t,
-                     snapshots=snapshots)
-  u = low - 2.0 / beta * np.log(w)
+  if v.shape != np.shape(x):
+    raise ValueError(f"terminal must hold {np.size(x)} values, one per cell of x")
+  # log w, stepped in log space: exp(-beta V / 2) underflows for a steep V or
+  # a cold beta, its logarithm does not.
+  u = -2.0 / beta * _backward(-0.5 * beta * v, x, drift, beta, t, snapshots, log=True)
   h = float(np.asarray(x)[1] - np.asarray(x)[0])
   return u, np.diff(u, axis=1) / h

@@ -80,9 +80,9 @@ def run_commands(commands: Sequence[tuple[Any, list[str]]], cores: Sequence[int]
         if not todo:
           break
         key, argv = todo.pop(0)
-        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
         process = subprocess.Popen([*(["taskset", "-c", str(core)] if pin else []), *argv],
-                                   cwd=ROOT, stdout=out, stderr=err, text=True)
+                                   cwd=ROOT, stdout=out, stderr=err)
         running[core] = (key, process, out, err, time.perf_counter())
       time.sleep(0.2)
       for core, (key, process, out, err, began) in list(running.items()):
@@ -90,15 +90,26 @@ def run_commands(commands: Sequence[tuple[Any, list[str]]], cores: Sequence[int]
           continue
         del running[core]
         wall_s = round(time.perf_counter() - began, 1)
-        texts = []
-        for f in (out, err):
-          f.seek(0)
-          texts.append(f.read())
-          f.close()
-        on_end(key, Ended(process.returncode, *texts, wall_s))
+        on_end(key, Ended(process.returncode, _text(out), _text(err), wall_s))
   finally:
-    for _, process, *_ in running.values():
+    for _, process, out, err, _ in running.values():
       process.terminate()
+      try:
+        process.wait(timeout=10)
+      except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+      out.close()
+      err.close()
+
+
+def _text(f) -> str:
+  """What a process wrote to the temporary file ``f``, which it closes; bytes
+  that are not UTF-8 are replaced rather than failing the batch."""
+  f.seek(0)
+  text = f.read().decode("utf-8", errors="replace")
+  f.close()
+  return text
 
 
 def run(jobs: Sequence[Job], cores: Sequence[int], on_done: Callable[[Finished], None],

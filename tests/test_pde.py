@@ -183,13 +183,19 @@ def test_an_ornstein_uhlenbeck_mean_converges_at_first_order():
   assert np.all((orders > 0.8) & (orders < 1.3)), (errors, orders)
 
 
-def test_the_optimal_control_of_a_quadratic_cost_converges_to_its_closed_form():
+@pytest.mark.parametrize("beta,points", [
+    (4.0, (201, 401, 801)),
+    # cold: exp(-beta V / 2) is 0 in float64 at the ends (e^-800), its log is not
+    (100.0, (401, 801, 1601)),
+])
+def test_the_optimal_control_of_a_quadratic_cost_converges_to_its_closed_form(beta, points):
   # b = 0, V = x^2: u(x, s) = x^2 / (1 + 2 (t - s)) + log(1 + 2 (t - s)) / beta.
-  beta, t = 4.0, 1.0
+  t = 1.0
   errors = []
-  for n in (201, 401, 801):
+  for n in points:
     x = np.linspace(-4, 4, n)
     u, du = pde.optimal_control(x**2, x, np.zeros(n - 1), beta=beta, t=t, snapshots=2)
+    assert np.all(np.isfinite(u)) and np.all(np.isfinite(du))
     s = np.array([0.0, 0.5, 1.0])[:, None]
     exact = x**2 / (1 + 2 * (t - s)) + np.log(1 + 2 * (t - s)) / beta
     inner = np.abs(x) <= 1.5
@@ -210,6 +216,9 @@ def test_theorem_12s_value_is_below_sgds_expected_loss():
   u, _ = pde.optimal_control(V, x, b, beta=3.0, t=2.0, snapshots=4)
   v = pde.expected_value(V, x, b, beta=3.0, t=2.0, snapshots=4)
   assert np.all(u <= v + 1e-12) and np.allclose(u[-1], v[-1])
+  # Stepped in log space, u is Cole-Hopf's -2/beta log E exp(-beta V / 2).
+  w = pde.expected_value(np.exp(-1.5 * V), x, b, beta=3.0, t=2.0, snapshots=4)
+  assert np.allclose(u, -2 / 3.0 * np.log(w), rtol=0, atol=1e-10)
   assert (v[0] - u[0]).min() > 1e-3
 
 

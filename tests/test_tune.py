@@ -163,3 +163,18 @@ def test_commands_run_side_by_side_and_a_chatty_one_does_not_block(tune):
   assert sorted(ended) == [0, 1, 2]
   assert (ended[0].stdout, len(ended[0].stderr)) == ("done\n", 200_000)
   assert (ended[1].returncode, ended[2].stdout) == (3, "2\n")
+
+
+def test_a_failure_in_on_end_stops_the_commands_still_running(tune, tmp_path):
+  pid_file = tmp_path / "pid"
+  sleeper = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+  commands = [("sleeper", [tune._jobs.sys.executable, "-c", sleeper]),
+              ("quick", [tune._jobs.sys.executable, "-c", "import time; time.sleep(1)"])]
+
+  def on_end(key, ended):
+    raise SystemExit(f"{key} failed")
+
+  with pytest.raises(SystemExit, match="quick failed"):
+    tune._jobs.run_commands(commands, [0, 1], on_end, pin=False)
+  with pytest.raises(ProcessLookupError):  # terminated and reaped
+    tune._jobs.os.kill(int(pid_file.read_text()), 0)

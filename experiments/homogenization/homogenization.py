@@ -15,7 +15,7 @@ temperature NOISE^2:
   same;
 * against the inner loop's length L, its step inner_lr and its average
   (exponential with alpha, or the uniform mean, Table 1's HEAT);
-* below and beyond the critical coupling GAMMA_CRITICAL = -min f'' (15.3 for
+* below and beyond the critical coupling GAMMA_CRITICAL = -min f'' (15.05 for
   this loss), above which H(x, y) = f(y) + gamma |x - y|^2 / 2 is convex in
   y and the chain mixes exponentially fast (paper Sec. 2.3, Remark 6);
 * on the separable landscape f(x) = sum_i f(x_i) in d dimensions, where the
@@ -25,7 +25,7 @@ temperature NOISE^2:
 of the (L, inner_lr) that keep the bias under 5%; ``homogenization.png``
 the bias and the spread against L.
 
-Run: python experiments/homogenization/homogenization.py   (a few minutes on one core)
+Run: python experiments/homogenization/homogenization.py   (about 16 minutes on one core)
 """
 
 import argparse
@@ -51,7 +51,7 @@ POINTS = np.linspace(-3.0, 3.0, 25)
 CHAINS = 16_384  # the bias known to about 1.5% of the gradient at alpha 0.75
 GAMMAS = (0.5, 5.0, 30.0)  # below, below, beyond the critical coupling
 _FINE = np.linspace(-10.0, 10.0, 200_001)
-# -min f'': beyond it f(y) + gamma |x - y|^2 / 2 is convex in y (about 15.3)
+# -min f'': beyond it f(y) + gamma |x - y|^2 / 2 is convex in y (about 15.05)
 GAMMA_CRITICAL = float(-np.min(0.08 + 3.15 * np.cos(3 * _FINE) + 12.25 * np.cos(7 * _FINE + 1)))
 INNER_LRS = (0.005, 0.02)
 LENGTHS = (5, 20, 100, 500, 2000)

@@ -39,7 +39,7 @@ running cost 1/2 E int |alpha|^2 of each drift, and the PDE values
 meet; ``theorem12.md`` tabulates them and ``theorem12.png`` draws E f(x(T))
 against T.
 
-Run: python experiments/theorem12/theorem12.py   (about 10 minutes on one core)
+Run: python experiments/theorem12/theorem12.py   (about 14 minutes on one core)
 """
 
 import argparse
