@@ -121,3 +121,23 @@ def test_sharpest_finds_the_array_and_unit_an_eigenvector_lives_in(load_script):
   norms = sharpest.batch_norms(params, stats)["BatchNorm_0"]
   assert norms["zero_variance"] == 1 and norms["variance_below_1e-2"] == 1
   assert norms["largest_gain"] == pytest.approx(1.0)  # unit 0, variance 0, left out
+
+
+def test_each_run_is_diagnosed_by_train_py_and_lands_with_its_log(measure, monkeypatch, tmp_path):
+  records = tmp_path / "diagnostics.json"
+  monkeypatch.setattr(measure, "RECORDS", records)
+  monkeypatch.setattr(measure, "ROOT", tmp_path)
+  (tmp_path / "w").mkdir()
+  commands = []
+
+  def fake_run(todo, cores, on_end):
+    commands.extend(todo)
+    (tmp_path / "w" / "diagnostics.json").write_text(json.dumps({"step": 7}))
+    on_end("a", measure._jobs.Ended(0, "", "progress lines", 1.0))
+
+  monkeypatch.setattr(measure._jobs, "run_commands", fake_run)
+  measure.measure({"a": {"workdir": "w", "summary": {"updates": 9}}}, [0])
+  [(name, argv)] = commands
+  assert name == "a" and argv[-3:] == ["--workdir", str(tmp_path / "w"), "--diagnose"]
+  assert (tmp_path / "w" / "diagnose.log").read_text() == "progress lines"
+  assert json.loads(records.read_text()) == {"a": {"step": 7}}
