@@ -100,6 +100,10 @@ MEASURES = {
     "relative sharpness (10%)": lambda m: _at(m["relative_sharpness"], 1e-1),
 }
 
+# Where each measure's symlog axis turns linear: below its smallest meaningful values.
+LINEAR = {"top eigenvalue": 0.1, "trace": 1.0, "sharpness (sigma 0.01)": 1e-4,
+          "relative sharpness (10%)": 1e-5}
+
 
 def _at(curve: dict, sigma: float) -> float:
   return curve["increase"][curve["sigmas"].index(sigma)]
@@ -171,16 +175,21 @@ def figures(finals: dict, minima: dict, where: pathlib.Path) -> None:
   plt.close(fig)
   if not minima:
     return
-  fig, axes = plt.subplots(len(cells), len(MEASURES), figsize=(4 * len(MEASURES),
-                                                               3.5 * len(cells)), squeeze=False)
-  for i, ((dataset, model), optimizers) in enumerate(cells.items()):
+  measured = {c: o for c, o in cells.items()
+              if any(n in minima for n, r in finals.items() for rs in o.values() if r in rs)}
+  fig, axes = plt.subplots(len(measured), len(MEASURES), figsize=(4 * len(MEASURES),
+                                                                  3.5 * len(measured)),
+                           squeeze=False)
+  for i, ((dataset, model), optimizers) in enumerate(measured.items()):
     for optimizer, runs in optimizers.items():
       names = [n for n, r in finals.items() if r in runs and n in minima]
       for j, (measure, f) in enumerate(MEASURES.items()):
         axes[i, j].scatter([f(minima[n]) for n in names], [finals[n]["val_error"] for n in names],
                            color=colors[optimizer], label=optimizer, s=18)
-        axes[i, j].set(xlabel=measure, ylabel=f"{dataset} {model}: test error (%)",
-                       xscale="symlog" if measure != "training loss" else "log")
+        axes[i, j].set(xlabel=measure, ylabel=f"{dataset} {model}: test error (%)")
+        # Symmetric log: a noisy estimate may fall below 0; linear within LINEAR[measure].
+        axes[i, j].set_xscale("log") if measure == "training loss" else axes[i, j].set_xscale(
+            "symlog", linthresh=LINEAR[measure])
   axes[0, 0].legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(where / "flatness.png", dpi=100)
