@@ -54,9 +54,9 @@ def smoothings(x: np.ndarray, t: float = 2.0, beta: float = 2.0) -> dict[str, np
   }
 
 
-def loss_1d_slope(x: np.ndarray) -> np.ndarray:
-  """f', by hand."""
-  return 0.08 * x + 1.05 * np.sin(3.0 * x) + 1.75 * np.sin(7.0 * x + 1.0)
+def loss_1d_slope(x: np.ndarray, xp=np) -> np.ndarray:
+  """f', by hand (``xp=jax.numpy`` inside a traced function)."""
+  return 0.08 * x + 1.05 * xp.sin(3.0 * x) + 1.75 * xp.sin(7.0 * x + 1.0)
 
 
 # The densities' settings: the PDE time and viscosity of the smoothings above,

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments" / "figure1"))
 import entropix  # noqa: E402
 from entropix import pde  # noqa: E402
-from figure1 import loss_1d  # noqa: E402
+from figure1 import loss_1d, loss_1d_slope  # noqa: E402
 
 NOISE = 0.5  # temperature 0.25: the local entropy differs from f at every gamma below
 POINTS = np.linspace(-3.0, 3.0, 25)
@@ -61,7 +61,7 @@ TOLERANCE = 0.05
 
 
 def slope(p):
-  return 0.08 * p + 1.05 * jnp.sin(3.0 * p) + 1.75 * jnp.sin(7.0 * p + 1.0)
+  return loss_1d_slope(p, jnp)
 
 
 def estimates(x: np.ndarray, gamma: float, inner_lr: float, steps: int, average: str,

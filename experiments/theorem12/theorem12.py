@@ -75,9 +75,10 @@ Y = np.linspace(-8.0, 8.0, 3201)  # viscous_hj's quadrature grid
 TABLE_GAMMAS = np.geomspace(min(GAMMAS), GAMMA_CAP, 80)  # LE's slope, tabulated in log gamma
 
 
-def gamma_at(gamma0: float, horizon: float, s):
-  """The scoped coupling at time s: PDE time falling linearly to 0, capped."""
-  return np.minimum(gamma0 / np.maximum(1.0 - s / horizon, 1e-12), GAMMA_CAP)
+def gamma_at(gamma0: float, horizon: float, s, xp=np):
+  """The scoped coupling at time s: PDE time falling linearly to 0, capped
+  (``xp=jnp`` for a schedule traced inside entropix's update)."""
+  return xp.minimum(gamma0 / xp.maximum(1.0 - s / horizon, 1e-12), GAMMA_CAP)
 
 
 class Slopes:
@@ -116,14 +117,13 @@ def entropix_paths(x0: np.ndarray, noise: np.ndarray, gamma0: float, horizon: fl
                    scoped: bool, seed: int) -> np.ndarray:
   """x(T) under entropix.entropy_sgd itself, every coordinate of every path at once
   (the loss is a sum over them, each coordinate's chain is its own)."""
-  schedule = ((lambda k: jnp.minimum(gamma0 / jnp.maximum(1.0 - k * DT / horizon, 1e-12),
-                                     GAMMA_CAP)) if scoped else gamma0)
+  schedule = (lambda k: gamma_at(gamma0, horizon, k * DT, jnp)) if scoped else gamma0
   lr = (lambda k: schedule(k) * DT) if scoped else gamma0 * DT
   opt = entropix.entropy_sgd(lr, gamma=schedule, inner_steps=INNER_STEPS, inner_lr=INNER_LR,
                              noise=float(np.sqrt(2 / BETA)), momentum=0.0, key=seed,
                              sampler="normal")
-  slope = lambda p: 0.08 * p + 1.05 * jnp.sin(3.0 * p) + 1.75 * jnp.sin(7.0 * p + 1.0)
-  grad_fn = lambda p, i: slope(p)  # loss_1d_slope: d/dx of sum_i f(x_i), coordinate-wise
+  slope = lambda p: loss_1d_slope(p, jnp)
+  grad_fn = lambda p, i: slope(p)  # d/dx of sum_i f(x_i), coordinate-wise
 
   @jax.jit
   def run(x, noise):
