@@ -98,6 +98,9 @@ def test_tune_then_final_records_every_run_and_the_choice(compare, mnist_dir, tm
   monkeypatch.setattr(compare, "SETTINGS", compare.diagnose.Settings(
       images=32, batch=16, top_k=1, lanczos_steps=4, probes=2, sigmas=(1e-2,),
       relative_sigmas=(1e-1,), perturbations=2, layer_lanczos_steps=3))
+  # --cells and --optimizers pick what is measured too: no adamw run, nothing.
+  compare.main(["--stage", "measure", "--out", str(tmp_path), "--optimizers", "adamw"])
+  assert json.loads((tmp_path / "minima.json").read_text())["minima"] == {}
   compare.main(["--stage", "measure", "--out", str(tmp_path)])
   minima = json.loads((tmp_path / "minima.json").read_text())["minima"]
   assert sorted(minima) == sorted(finals)

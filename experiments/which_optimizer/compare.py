@@ -30,7 +30,8 @@ same eigenvalue and trace per layer, the parameters' norms; one process per
 run, pinned to its core); each record lands the moment its program ends, so the script
 can be stopped at any time and started again: finished programs are
 skipped, a half-done one continues with ``--resume``. ``--jobs 2`` runs two
-programs at once, each pinned to its own core. Workdirs go under
+programs at once, each pinned to its own core. ``--cells`` and
+``--optimizers`` restrict every stage, measuring included. Workdirs go under
 ``runs/which_optimizer/`` (git-ignored).
 
 Run: python experiments/which_optimizer/compare.py --stage tune --jobs 2
@@ -243,15 +244,17 @@ def measure_one(workdir: pathlib.Path, settings: diagnose.Settings) -> dict:
           **measured}
 
 
-def measure(cores, out: pathlib.Path, finals: pathlib.Path) -> None:
-  """Each finished final run not yet in ``out``, one process per core at a time."""
+def measure(cells, optimizers, cores, out: pathlib.Path, finals: pathlib.Path) -> None:
+  """Each finished final run of ``cells`` x ``optimizers`` not yet in ``out``,
+  one process per core at a time."""
   runs = json.loads(finals.read_text()).get("runs", {}) if finals.is_file() else {}
   result = json.loads(out.read_text()) if out.is_file() else {}
   records = result.setdefault("minima", {})
   result.update(what="experiments/which_optimizer/compare.py --stage measure", parts=PARTS,
                 machine=_jobs.machine())
   todo = [(name, run["workdir"]) for name, run in runs.items()
-          if name not in records and not run["diverged"]]
+          if name not in records and not run["diverged"]
+          and (run["dataset"], run["model"]) in cells and run["optimizer"] in optimizers]
   settings = json.dumps(dataclasses.asdict(SETTINGS))
 
   def on_end(name: str, ended: _jobs.Ended) -> None:
@@ -299,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
   if args.stage == "tune":
     tune(cells, args.optimizers, cores, args.runs, args.out / "tuning.json", extra)
   elif args.stage == "measure":
-    measure(cores, args.out / "minima.json", args.out / "finals.json")
+    measure(cells, args.optimizers, cores, args.out / "minima.json", args.out / "finals.json")
   else:
     final(cells, args.optimizers, cores, args.runs, args.out / "finals.json",
           args.out / "tuning.json", extra)
