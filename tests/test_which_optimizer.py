@@ -160,7 +160,9 @@ def test_the_results_rank_by_mean_and_say_which_gaps_the_seeds_resolve(load_scri
   # sam: 0.46, over it.
   assert [r.get("gap_resolved") for r in rows] == [False, False, True, None]
   text = report.results_text(finals, minima)
-  assert "| 1 | sgd | 1.010 +- 0.014 | 2 | 0.010 (no) |" in text
+  assert "| 1 | sgd | 1.010 +- 0.014 | 2 | 0.010 (no) |  |" in text
+  # Below SGD: sam by -0.50 with a standard error of 0.014 (two seeds each).
+  assert "| 4 | sam | 1.510 +- 0.014 | 2 |  | -0.500 +- 0.014 (-35.4) |" in text
   # The training loss orders the optimizers as their error does; the top
   # eigenvalue swaps the last two.
   assert "training loss +1.00" in text and "top eigenvalue +0.80" in text
@@ -170,3 +172,20 @@ def test_the_results_rank_by_mean_and_say_which_gaps_the_seeds_resolve(load_scri
   assert "| sam | 30 / 90 | 0.0151 / 0.0302 |" in text
   report.figures(finals, minima, tmp_path)
   assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "flatness.png").is_file()
+
+
+def test_across_cells_each_optimizers_rank_and_where_it_beats_sgd(load_script):
+  report = load_script("experiments/which_optimizer/report.py")
+  cells = {"mnist": {"sgd": (1.00, 1.02), "entropy-sgd": (0.90, 1.20), "sam": (1.5, 1.52)},
+           "fashion_mnist": {"sgd": (9.0, 9.02), "entropy-sgd": (8.5, 8.52), "sam": (9.5, 9.9)}}
+  finals = {f"{dataset}-lenet-{optimizer}/seed_{seed}": {**_final(optimizer, seed, error, 1.0),
+                                                         "dataset": dataset}
+            for dataset, errors in cells.items() for optimizer, pair in errors.items()
+            for seed, error in enumerate(pair)}
+  text = report.results_text(finals, {})
+  assert ("| optimizer | rank, mnist lenet | rank, fashion_mnist lenet | mean rank | "
+          "cells below sgd by > 2 standard errors |") in text
+  # entropy-sgd: 2nd on MNIST (0.04 above SGD, within its spread), 1st on
+  # Fashion-MNIST, 0.50 below SGD with a standard error of 0.014.
+  assert "| entropy-sgd | 2 | 1 | 1.50 | 1 of 2 |" in text
+  assert "| sgd | 1 | 2 | 1.50 | 0 of 2 |" in text and "| sam | 3 | 3 | 3.00 | 0 of 2 |" in text
