@@ -45,7 +45,10 @@ Two more records compare the code before and after a change (without
 PyTorch, 5 rounds, one after the other on core 1 of a quiet machine):
 benchmarks/records/step_overhead_issue37_before.json (commit 6671f27) and
 benchmarks/records/step_overhead_issue37_after.json (the same flags, ``--out``
-each).
+each). The seven optimizers experiments/which_optimizer compares, AdamW, SAM
+and SWA (no PyTorch rows: the authors' code has none of them) among them:
+``--models lenet mnistfc --optimizers sgd adamw sam swa entropy-sgd
+hj-fixed-point heat-uniform --out benchmarks/records/step_overhead_which_optimizer.json``.
 """
 
 import argparse
@@ -84,13 +87,20 @@ def min_passes(settings, backprops):
   write (2); the fixed point reads x and p and writes the look-ahead point,
   then reads p, the gradient and the point and writes p (7, not for the
   gradient at x); HEAT reads the running sum and the gradient and writes the
-  sum, and reads x and writes the next perturbed point (5).
+  sum, and reads x and writes the next perturbed point (5). SAM reads the
+  gradient for its norm, then reads x and the gradient and writes the ascent
+  point (4 per update of 2 backprops). AdamW's step reads the parameters, the
+  gradient and both moments and writes the parameters and the moments (7,
+  not 5); SWA's adds to SGD's the running average, read and written with the
+  new point (3: 8 in all).
   """
   momentum = 2 if getattr(settings, "inner_momentum", 0) else 0
-  inner = {"sgd": 0, "entropy-sgd": 6 + momentum, "heat-uniform": 6 + momentum,
+  inner = {"sgd": 0, "adamw": 0, "swa": 0, "sam": 4 / backprops,
+           "entropy-sgd": 6 + momentum, "heat-uniform": 6 + momentum,
            "hj": 4 + momentum, "heat": 5,
            "hj-fixed-point": 7 * (backprops - 1) / backprops}[settings.name]
-  return inner + 5 / backprops
+  outer = {"adamw": 7, "swa": 8}.get(settings.name, 5)
+  return inner + outer / backprops
 
 
 def timed(fn, calls):
@@ -166,6 +176,10 @@ class JaxUpdate:
 
     jax.block_until_ready(run())
     return run
+
+
+# The optimizers the authors' code has; AdamW, SAM and SWA get no PyTorch row.
+AUTHORS = ("sgd", "entropy-sgd", "heat-uniform", "hj", "hj-fixed-point", "heat")
 
 
 class TorchUpdate:
@@ -277,7 +291,8 @@ def torch_network(torch, model):
 
 def measure(model, optimizer, dataset, scaling, rounds, use_torch):
   ours = JaxUpdate(model, optimizer, dataset, scaling)
-  theirs = TorchUpdate(model, optimizer, dataset, scaling, ours.config) if use_torch else None
+  theirs = (TorchUpdate(model, optimizer, dataset, scaling, ours.config)
+            if use_torch and optimizer in AUTHORS else None)
   variants = {"update": ours.update, "backprop": ours.backprop, "arithmetic": ours.arithmetic,
               "sweep": ours.sweep}
   if theirs:
@@ -318,7 +333,7 @@ def main():
   parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
   # One device: the replicated optimizers (elastic-sgd, parle) are another
   # program, experiments/parle_vs_entropy_sgd/parle_vs_entropy_sgd.py's.
-  single = [o for o, cls in config_lib.OPTIMIZERS.items() if cls not in config_lib.REPLICATED]
+  single = [o for o, cls in config_lib.OPTIMIZERS.items() if not cls.replicated]
   parser.add_argument("--optimizers", nargs="+", default=single, choices=single)
   parser.add_argument("--out", default="benchmarks/records/step_overhead.json")
   args = parser.parse_args()
